@@ -1,0 +1,35 @@
+//! trellis-kit: the runtime every Trellis service shares, so that each gets these right once.
+//!
+//! # Layout
+//! - [`config`]: clap settings with environment fallbacks; `trellis --help` documents them all.
+//! - [`telemetry`]: JSON logs, Prometheus metrics (and OTLP traces when configured).
+//! - [`db`]: the service pool (its own role), [`db::Db::tenant_tx`] with `SET LOCAL app.org_id`,
+//!   and [`db::migrate`] (role, schema, kit tables, the service's migrations, grants).
+//! - [`auth`]: EdDSA access-token verification against identity's JWKS.
+//! - [`context`]: [`RequestContext`], who is calling for which organization.
+//! - [`error`]: [`Error`], one type mapped to `tonic::Status` with ErrorInfo/BadRequest/RetryInfo.
+//! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
+//! - [`paging`]: opaque, tamper-evident page tokens.
+//! - [`module`] and [`grpc`]: what a service crate exports, and how it is served.
+//!
+//! A request flows: gRPC server ([`grpc`]: deadline, concurrency limit, authentication into a
+//! [`RequestContext`], metrics) → the service's `api.rs` handler → its domain → its `store.rs`
+//! inside [`db::Db::tenant_tx`] → events staged in the same transaction → relay → RabbitMQ.
+
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod descriptors;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod module;
+pub mod paging;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use context::{RequestContext, Subject};
+pub use error::{Error, Result};
+pub use module::{Module, Runtime, Service};

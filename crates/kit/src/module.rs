@@ -1,0 +1,135 @@
+//! What a service crate hands to the `trellis` binary: its name, migrations and a start function.
+//!
+//! `services/<name>/src/lib.rs` exposes `pub fn module(..) -> kit::Module`. The binary (or a test)
+//! migrates it, connects its pool, calls [`Module::start`] with a [`Runtime`], and serves the
+//! returned [`Service`]: gRPC routes, background workers (outbox relay, schedulers) and event
+//! consumers.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::db::Db;
+use crate::events::{Consumer, EventBus};
+
+/// The seven bounded contexts, in port order (50061..50067).
+pub const SERVICES: [&str; 7] = ["identity", "permissions", "tasks", "crm", "documents", "finance", "notifications"];
+
+/// The future a module's start function returns.
+pub type StartFuture = BoxFuture<'static, anyhow::Result<Service>>;
+
+/// A bounded context as the binary sees it.
+pub struct Module {
+    /// The context name; also its schema and the prefix of its role (`tasks`, `tasks_svc`).
+    pub name: &'static str,
+    /// Its embedded migrations (`sqlx::migrate!()`), applied after kit's tables.
+    pub migrator: &'static Migrator,
+    start: Box<dyn FnOnce(Runtime) -> StartFuture + Send>,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    /// A module with a start function.
+    pub fn new(
+        name: &'static str,
+        migrator: &'static Migrator,
+        start: impl FnOnce(Runtime) -> StartFuture + Send + 'static,
+    ) -> Self {
+        Self { name, migrator, start: Box::new(start) }
+    }
+
+    /// Builds the module's service from its runtime.
+    pub async fn start(self, runtime: Runtime) -> anyhow::Result<Service> {
+        (self.start)(runtime).await
+    }
+}
+
+/// What a module's start function receives.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    /// The module name.
+    pub name: &'static str,
+    /// Its database, connected as its own role.
+    pub db: Db,
+    /// The shared configuration.
+    pub config: Arc<Config>,
+    /// Access-token verification (JWKS from identity).
+    pub auth: Arc<Authenticator>,
+    /// The cell's event exchange.
+    pub events: EventBus,
+    /// Cancelled on SIGTERM/Ctrl-C; workers stop when it fires.
+    pub shutdown: CancellationToken,
+}
+
+/// A running module's parts.
+#[derive(Default)]
+pub struct Service {
+    pub(crate) routes: tonic::service::RoutesBuilder,
+    pub(crate) names: Vec<&'static str>,
+    pub(crate) workers: Vec<(&'static str, BoxFuture<'static, anyhow::Result<()>>)>,
+    pub(crate) consumers: Vec<Consumer>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("names", &self.names)
+            .field("consumers", &self.consumers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// An empty service (a module with no RPCs yet).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a tonic service.
+    pub fn grpc<S>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Adds a background worker that runs until shutdown (a relay, a scheduler).
+    pub fn worker(
+        mut self,
+        name: &'static str,
+        fut: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> Self {
+        self.workers.push((name, Box::pin(fut)));
+        self
+    }
+
+    /// Adds an event consumer.
+    pub fn consumer(mut self, consumer: Consumer) -> Self {
+        self.consumers.push(consumer);
+        self
+    }
+
+    /// The fully qualified gRPC service names (for health and reflection).
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}

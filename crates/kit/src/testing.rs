@@ -1,0 +1,175 @@
+//! Integration-test support: the infrastructure `cargo xtask test` starts, fresh databases, and a
+//! cell of modules served in-process on real sockets, wired exactly as `trellis serve` wires them.
+//!
+//! `cargo xtask test` exports:
+//! - `TRELLIS_TEST_DATABASE_URL`: a Postgres superuser URL (any database; tests create their own);
+//! - `TRELLIS_TEST_REDIS_URL`, `TRELLIS_TEST_AMQP_URL`.
+//!
+//! A test that needs them and does not find them fails with a message naming `cargo xtask test`;
+//! it never skips.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::grpc::{Launch, Running, launch};
+use crate::module::Module;
+
+/// The infrastructure URLs exported by `cargo xtask test`.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// Postgres superuser URL.
+    pub database_url: String,
+    /// Redis URL.
+    pub redis_url: String,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+}
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: this test needs the Postgres, Redis and RabbitMQ that `cargo xtask test` starts. \
+             Run the suite with `cargo xtask test` (or export the TRELLIS_TEST_* variables it prints)."
+        )
+    })
+}
+
+impl TestEnv {
+    /// Reads the environment; panics with instructions when it is missing.
+    pub fn get() -> TestEnv {
+        TestEnv {
+            database_url: required("TRELLIS_TEST_DATABASE_URL"),
+            redis_url: required("TRELLIS_TEST_REDIS_URL"),
+            amqp_url: required("TRELLIS_TEST_AMQP_URL"),
+        }
+    }
+}
+
+/// Replaces the database name of a Postgres URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{}", &base[..path_start], database);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Creates a fresh, empty database and returns its superuser URL.
+pub async fn fresh_database(env: &TestEnv) -> String {
+    let name = format!("t_{}", Uuid::now_v7().simple());
+    let mut conn = PgConnection::connect(&env.database_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test Postgres ({e}); is `cargo xtask test` running it?"));
+    conn.execute(format!("create database {name}").as_str()).await.expect("create test database");
+    with_database(&env.database_url, &name)
+}
+
+/// A configuration pointing at a fresh database, with an exchange and queue prefix of its own so
+/// that concurrent tests never see each other's events.
+pub async fn test_config(env: &TestEnv) -> Config {
+    let mut config = Config::from_env();
+    let id = Uuid::now_v7().simple().to_string();
+    config.database_url = fresh_database(env).await;
+    config.redis_url = env.redis_url.clone();
+    config.amqp_url = env.amqp_url.clone();
+    config.events_exchange = format!("trellis.events.t{id}");
+    config.events_queue_prefix = format!("t{id}.");
+    config.service_db_password = "trellis-test".to_string();
+    config.shutdown_grace = std::time::Duration::from_secs(5);
+    config
+}
+
+/// Modules served in-process on ephemeral ports, sharing one fresh database and exchange.
+/// Everything stops when the cell is dropped.
+#[derive(Debug)]
+pub struct TestCell {
+    /// The configuration the modules run with (URLs point at the bound ports).
+    pub config: Arc<Config>,
+    /// The shared authenticator.
+    pub auth: Arc<Authenticator>,
+    /// The running modules by name.
+    pub running: HashMap<&'static str, Running>,
+    /// Cancels every module.
+    pub shutdown: CancellationToken,
+}
+
+impl TestCell {
+    /// Migrates and starts `modules` against the test infrastructure.
+    pub async fn start(modules: Vec<Module>) -> TestCell {
+        let env = TestEnv::get();
+        let config = test_config(&env).await;
+        Self::start_with(config, modules).await
+    }
+
+    /// Migrates and starts `modules` with a prepared configuration.
+    pub async fn start_with(mut config: Config, modules: Vec<Module>) -> TestCell {
+        for module in &modules {
+            crate::db::migrate(&config.database_url, module.name, &config.service_db_password, Some(module.migrator))
+                .await
+                .unwrap_or_else(|e| panic!("migrating {}: {e:#}", module.name));
+        }
+        let mut listeners = Vec::new();
+        for module in &modules {
+            let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+            let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+            let url = format!("http://{}", grpc.local_addr().expect("local addr"));
+            config.urls.set(module.name, url);
+            listeners.push((grpc, admin));
+        }
+        let config = Arc::new(config);
+        let auth = Authenticator::new(config.clone());
+        let shutdown = CancellationToken::new();
+        let mut running = HashMap::new();
+        for (module, (grpc, admin)) in modules.into_iter().zip(listeners) {
+            let name = module.name;
+            let r = launch(Launch {
+                module,
+                config: config.clone(),
+                auth: auth.clone(),
+                grpc,
+                admin,
+                shutdown: shutdown.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
+            running.insert(name, r);
+        }
+        TestCell { config, auth, running, shutdown }
+    }
+
+    /// The gRPC URL of a module.
+    pub fn url(&self, module: &str) -> String {
+        format!("http://{}", self.running.get(module).unwrap_or_else(|| panic!("{module} is not running")).grpc_addr)
+    }
+
+    /// A channel to a module.
+    pub async fn channel(&self, module: &str) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url(module))
+            .expect("valid url")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {module}: {e}"))
+    }
+
+    /// A pool connected as the owner to the cell's database (for assertions on raw rows).
+    pub async fn owner_pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.config.database_url).await.expect("owner pool")
+    }
+}
+
+impl Drop for TestCell {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,162 @@
+//! `trellis`: what every container runs.
+//!
+//! - `trellis serve <service>... | all` serves the named services (and `gateway`) in one process.
+//! - `trellis migrate [<service>...]` creates roles and schemas and applies migrations.
+
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use trellis_kit::auth::Authenticator;
+use trellis_kit::config::Config;
+use trellis_kit::module::SERVICES;
+
+#[derive(Parser, Debug)]
+#[command(name = "trellis", version, about = "Trellis: a multi-tenant business platform", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve services (identity permissions tasks crm documents finance notifications gateway), or `all`.
+    Serve {
+        /// Services to serve, or `all`.
+        #[arg(required = true)]
+        services: Vec<String>,
+        #[command(flatten)]
+        config: Config,
+        #[command(flatten)]
+        gateway: trellis_gateway::GatewayConfig,
+    },
+    /// Create roles and schemas and apply migrations (all services when none are named).
+    Migrate {
+        /// Services to migrate; all when empty.
+        services: Vec<String>,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+fn expand(services: &[String], with_gateway: bool) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in services {
+        if s == "all" {
+            out.extend(SERVICES.iter().map(|s| s.to_string()));
+            if with_gateway {
+                out.push("gateway".to_string());
+            }
+        } else if SERVICES.contains(&s.as_str()) || (with_gateway && s == "gateway") {
+            out.push(s.clone());
+        } else {
+            anyhow::bail!("unknown service {s:?}; expected one of {} or all", SERVICES.join(", "));
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Migrate { services, config } => {
+            trellis_kit::telemetry::init(&config.telemetry)?;
+            let names = if services.is_empty() {
+                SERVICES.iter().map(|s| s.to_string()).collect()
+            } else {
+                expand(&services, false)?
+            };
+            for name in names {
+                let module = trellis::module(&name).ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?;
+                trellis_kit::db::migrate(
+                    &config.database_url,
+                    module.name,
+                    &config.service_db_password,
+                    Some(module.migrator),
+                )
+                .await?;
+                tracing::info!(service = %name, "migrated");
+            }
+            Ok(())
+        }
+        Command::Serve { services, config, gateway } => {
+            trellis_kit::telemetry::init(&config.telemetry)?;
+            let config = Arc::new(config);
+            let shutdown = CancellationToken::new();
+            let auth = Authenticator::new(config.clone());
+            let mut handles = Vec::new();
+            for name in expand(&services, true)? {
+                if name == "gateway" {
+                    let listener = TcpListener::bind(&gateway.listen).await?;
+                    let admin = TcpListener::bind(&gateway.admin_listen).await?;
+                    handles.push(tokio::spawn(trellis_gateway::serve(
+                        config.clone(),
+                        gateway.clone(),
+                        listener,
+                        admin,
+                        shutdown.clone(),
+                    )));
+                    continue;
+                }
+                let module = trellis::module(&name).ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?;
+                let (grpc_addr, admin_addr) = config.service_addrs(&name)?;
+                let running = trellis_kit::grpc::launch(trellis_kit::grpc::Launch {
+                    module,
+                    config: config.clone(),
+                    auth: auth.clone(),
+                    grpc: TcpListener::bind(grpc_addr).await?,
+                    admin: TcpListener::bind(admin_addr).await?,
+                    shutdown: shutdown.clone(),
+                })
+                .await?;
+                handles.push(running.handle);
+            }
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                signal.cancel();
+            });
+            let mut failed = false;
+            for handle in handles {
+                match handle.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = format!("{e:#}"), "service failed");
+                        failed = true;
+                        shutdown.cancel();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "service panicked");
+                        failed = true;
+                        shutdown.cancel();
+                    }
+                }
+            }
+            if failed { anyhow::bail!("a service failed") } else { Ok(()) }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
