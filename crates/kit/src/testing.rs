@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, ChainJwks, Claims, IdentityJwks, JwksSource, PublicKey, StaticJwks};
 use crate::config::Config;
 use crate::grpc::{Launch, Running, launch};
 use crate::module::Module;
@@ -90,6 +90,66 @@ pub async fn test_config(env: &TestEnv) -> Config {
     config
 }
 
+/// A signing key the test cell's verifier trusts next to identity's JWKS, for tests of services
+/// that run without identity.
+#[derive(Clone)]
+pub struct TestKeys {
+    /// Key id.
+    pub kid: String,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl std::fmt::Debug for TestKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestKeys").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl Default for TestKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestKeys {
+    /// A fresh random key.
+    pub fn new() -> Self {
+        Self {
+            kid: format!("test-{}", Uuid::now_v7().simple()),
+            key: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        }
+    }
+
+    /// Its public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey { kid: self.kid.clone(), key: self.key.verifying_key() }
+    }
+
+    /// Signs arbitrary claims.
+    pub fn sign(&self, claims: &Claims) -> String {
+        crate::auth::jwt::sign(claims, &self.kid, &self.key)
+    }
+
+    /// A 15-minute user access token for `org` with `roles`, valid under `config`.
+    pub fn user_token(&self, config: &Config, user: Uuid, org: Uuid, roles: &[&str]) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(&Claims {
+            iss: config.jwt_issuer.clone(),
+            sub: user.to_string(),
+            aud: config.jwt_audience.clone(),
+            exp: now + 900,
+            nbf: None,
+            iat: now,
+            jti: Uuid::now_v7().to_string(),
+            org: Some(org.to_string()),
+            sid: Some(Uuid::now_v7().to_string()),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            scopes: Vec::new(),
+            plan: Some("free".to_string()),
+        })
+    }
+}
+
 /// Modules served in-process on ephemeral ports, sharing one fresh database and exchange.
 /// Everything stops when the cell is dropped.
 #[derive(Debug)]
@@ -102,6 +162,8 @@ pub struct TestCell {
     pub running: HashMap<&'static str, Running>,
     /// Cancels every module.
     pub shutdown: CancellationToken,
+    /// A key the cell's verifier trusts besides identity's (see [`TestCell::token`]).
+    pub keys: TestKeys,
 }
 
 impl TestCell {
@@ -128,7 +190,12 @@ impl TestCell {
             listeners.push((grpc, admin));
         }
         let config = Arc::new(config);
-        let auth = Authenticator::new(config.clone());
+        let keys = TestKeys::new();
+        let mut sources: Vec<Arc<dyn JwksSource>> = vec![Arc::new(StaticJwks(vec![keys.public()]))];
+        if let Ok(identity) = IdentityJwks::new(&config.urls.identity) {
+            sources.push(Arc::new(identity));
+        }
+        let auth = Authenticator::with_source(&config, Arc::new(ChainJwks(sources)));
         let shutdown = CancellationToken::new();
         let mut running = HashMap::new();
         for (module, (grpc, admin)) in modules.into_iter().zip(listeners) {
@@ -145,7 +212,7 @@ impl TestCell {
             .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
             running.insert(name, r);
         }
-        TestCell { config, auth, running, shutdown }
+        TestCell { config, auth, running, shutdown, keys }
     }
 
     /// The gRPC URL of a module.
@@ -160,6 +227,11 @@ impl TestCell {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("connecting to {module}: {e}"))
+    }
+
+    /// A user access token for `org` (roles: owner) signed by the cell's test key.
+    pub fn token(&self, user: Uuid, org: Uuid) -> String {
+        self.keys.user_token(&self.config, user, org, &["owner"])
     }
 
     /// A pool connected as the owner to the cell's database (for assertions on raw rows).
