@@ -32,6 +32,8 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("out dir"));
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // `prost::Name` for every message: events are packed into `google.protobuf.Any` by type URL.
+    config.enable_type_names();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("trellis_descriptor.bin"))
         .include_file("_includes.rs")

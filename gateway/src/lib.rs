@@ -1,30 +1,297 @@
 //! The gateway: the one port a client outside the cell uses.
+//!
+//! Everything is derived from the contract at start-up: the routes are the `google.api.http`
+//! bindings of the descriptor set (`trellis_kit::descriptors::pool()`), requests and responses
+//! are transcoded through `prost_reflect::DynamicMessage`, and no endpoint has a handler of its
+//! own. Adding an RPC with an HTTP rule to `proto/` is all it takes to expose it.
+//!
+//! # Layout
+//! - [`http`]: the server (HTTP/1.1 and h2c on one port), dispatch to a surface, correlation
+//!   ids, security headers, `/healthz` and `/readyz`, the admin port.
+//! - [`routes`]: the route table: path templates, precedence, conflicts; methods by gRPC path.
+//! - [`auth`]: credentials at the edge with the shared `trellis_kit::auth::Authenticator`.
+//! - [`rest`]: the REST/JSON surface; [`transcode`]: JSON ⇄ `DynamicMessage`.
+//! - [`grpc_web`]: gRPC-web (binary and text) translated to native gRPC.
+//! - [`passthrough`]: native gRPC forwarded frame by frame.
+//! - [`upstream`]: one channel per backend module; raw unary calls and HTTP/2 forwarding.
+//! - [`errors`]: gRPC status → HTTP status and the error envelope, in one table.
+//! - [`metrics`]: the `gateway_*` Prometheus families.
+//!
+//! A REST request flows: [`http::public`] (correlation id) → [`rest::handle`] → route lookup
+//! ([`routes::RouteTable::find`]; 404/405) → module enabled? → [`auth::authenticate`] (401) →
+//! body ([`transcode::parse_json`]; 413/415) → [`transcode::request_message`] (400 naming the
+//! field) → [`upstream::Upstreams::unary`] to the module's backend → [`transcode::message_to_json`]
+//! → 200/201 + `Location`/204/302, or [`errors::ApiError::from_status`] → the envelope.
 
+pub mod auth;
+pub mod errors;
+pub mod grpc_web;
+pub mod http;
+pub mod metrics;
+pub mod passthrough;
+pub mod rest;
+pub mod routes;
+pub mod transcode;
+pub mod upstream;
+
+#[cfg(test)]
+#[path = "../testdata/pool.rs"]
+mod test_pool;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use prost_reflect::DescriptorPool;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use trellis_kit::config::Config;
+use trellis_kit::auth::Authenticator;
+use trellis_kit::config::{Config, parse_duration};
+
+use crate::http::{Gateway, Settings};
+use crate::metrics::GatewayMetrics;
+use crate::routes::RouteTable;
+use crate::upstream::Upstreams;
 
 /// Gateway settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConfig {
-    /// Public listen address.
+    /// Public listen address (REST, gRPC-web and native gRPC on one port).
     #[arg(long = "gateway-listen", env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
-    /// Admin listen address.
+    /// Admin listen address (`/healthz`, `/readyz`, `/metrics`).
     #[arg(long = "gateway-admin-listen", env = "GATEWAY_ADMIN_LISTEN", default_value = "0.0.0.0:9060")]
     pub admin_listen: String,
+    /// Modules enabled in this cell, comma-separated; empty = all. identity, permissions and
+    /// notifications are always on. Routes of other modules answer 404 MODULE_DISABLED.
+    #[arg(long = "modules", env = "TRELLIS_MODULES", value_delimiter = ',')]
+    pub modules: Vec<String>,
+    /// Largest accepted request body (REST) or message (gRPC, gRPC-web), in bytes.
+    #[arg(long = "body-limit-bytes", env = "BODY_LIMIT_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Deadline of unary calls whose method declares none (`30s`, `500ms`, ...).
+    #[arg(long = "default-deadline", env = "DEFAULT_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub default_deadline: Duration,
+    /// Upper bound of every deadline, including those clients ask for with `grpc-timeout`.
+    #[arg(long = "max-deadline", env = "MAX_DEADLINE", default_value = "60s", value_parser = parse_duration)]
+    pub max_deadline: Duration,
+    /// The URL clients reach the gateway at; its origin is trusted for browser flows.
+    #[arg(long = "public-base-url", env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
+    pub public_base_url: String,
 }
 
-/// Serves the gateway until `shutdown`.
+impl GatewayConfig {
+    /// Settings from the environment alone (tests), with defaults for the rest.
+    pub fn from_env() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            gateway: GatewayConfig,
+        }
+        <Wrapper as clap::Parser>::parse_from(["gateway"]).gateway
+    }
+
+    fn enabled_modules(&self) -> Option<Vec<String>> {
+        let modules: Vec<String> = self
+            .modules
+            .iter()
+            .map(|m| m.trim().to_ascii_lowercase())
+            .filter(|m| !m.is_empty() && m != "all")
+            .collect();
+        (!modules.is_empty()).then_some(modules)
+    }
+}
+
+/// Serves the gateway on `listener` (public) and `admin` until `shutdown`, then drains.
 pub async fn serve(
-    _config: Arc<Config>,
-    _gateway: GatewayConfig,
-    _listener: TcpListener,
-    _admin: TcpListener,
+    config: Arc<Config>,
+    gateway: GatewayConfig,
+    listener: TcpListener,
+    admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    shutdown.cancelled().await;
+    Builder::new(config, gateway).serve(listener, admin, shutdown).await
+}
+
+/// A gateway bound to local ports by [`Builder::spawn`].
+#[derive(Debug)]
+pub struct Spawned {
+    /// The public address.
+    pub addr: SocketAddr,
+    /// The admin address.
+    pub admin_addr: SocketAddr,
+    /// Cancel to stop the gateway.
+    pub shutdown: CancellationToken,
+    /// Completes when the gateway has stopped.
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Assembles a gateway: the contract's descriptors and `config.urls` unless told otherwise.
+#[derive(Debug)]
+pub struct Builder {
+    config: Arc<Config>,
+    gateway: GatewayConfig,
+    pool: Option<DescriptorPool>,
+    backends: HashMap<String, String>,
+    auth: Option<Arc<Authenticator>>,
+}
+
+impl Builder {
+    /// A gateway for `config`'s cell.
+    pub fn new(config: Arc<Config>, gateway: GatewayConfig) -> Self {
+        Self { config, gateway, pool: None, backends: HashMap::new(), auth: None }
+    }
+
+    /// Routes from another descriptor pool (a superset of the contract, in tests).
+    pub fn descriptors(mut self, pool: DescriptorPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The gRPC URL of a module that `config.urls` does not know.
+    pub fn backend(mut self, module: &str, url: &str) -> Self {
+        self.backends.insert(module.to_string(), url.to_string());
+        self
+    }
+
+    /// Another credential verifier (the default fetches JWKS from identity).
+    pub fn authenticator(mut self, auth: Arc<Authenticator>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    fn build(self) -> anyhow::Result<Gateway> {
+        let pool = self.pool.unwrap_or_else(|| trellis_kit::descriptors::pool().clone());
+        let routes = RouteTable::build(&pool)?;
+        let mut urls = self.backends;
+        for module in routes.modules() {
+            if let Some(url) = self.config.urls.get(module) {
+                urls.entry(module.to_string()).or_insert_with(|| url.to_string());
+            }
+        }
+        let upstreams = Upstreams::new(&urls, self.gateway.body_limit_bytes)?;
+        let auth = self.auth.unwrap_or_else(|| Authenticator::new(self.config.clone()));
+        tracing::info!(routes = routes.len(), backends = urls.len(), "route table built");
+        Ok(Gateway {
+            routes,
+            upstreams,
+            auth,
+            settings: Settings {
+                body_limit: self.gateway.body_limit_bytes,
+                default_deadline: self.gateway.default_deadline,
+                max_deadline: self.gateway.max_deadline.max(Duration::from_millis(1)),
+                modules: self.gateway.enabled_modules(),
+                shutdown_grace: self.config.shutdown_grace,
+            },
+            metrics: GatewayMetrics::global(),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Builds the route table (refusing to start on conflicts) and serves until `shutdown`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        admin: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let gateway = Arc::new(self.build()?);
+        tracing::info!(public = %listener.local_addr()?, admin = %admin.local_addr()?, "gateway serving");
+        serve_built(gateway, listener, admin, shutdown).await
+    }
+
+    /// Binds `127.0.0.1:0` for both ports and serves in the background; the route table is
+    /// built before this returns, so a conflict fails here.
+    pub async fn spawn(self) -> anyhow::Result<Spawned> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let gateway = Arc::new(self.build()?);
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move { serve_built(gateway, listener, admin, token).await });
+        Ok(Spawned { addr, admin_addr, shutdown, handle })
+    }
+}
+
+async fn serve_built(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let grace = gateway.settings.shutdown_grace;
+    let admin_gateway = gateway.clone();
+    let admin_shutdown = CancellationToken::new();
+    let admin_task = tokio::spawn(http::serve_listener(
+        admin,
+        move |request, peer| http::admin(admin_gateway.clone(), request, peer),
+        admin_shutdown.clone(),
+        grace,
+    ));
+    gateway.ready.store(true, Ordering::Release);
+    let public_gateway = gateway.clone();
+    let draining = gateway.clone();
+    let token = shutdown.clone();
+    let drain = tokio::spawn(async move {
+        token.cancelled().await;
+        draining.ready.store(false, Ordering::Release);
+        tracing::info!("gateway draining");
+    });
+    http::serve_listener(
+        listener,
+        move |request, peer| http::public(public_gateway.clone(), request, peer),
+        shutdown,
+        grace,
+    )
+    .await;
+    let _ = drain.await;
+    admin_shutdown.cancel();
+    let _ = admin_task.await;
+    tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Starts a gateway for `config`'s cell on `127.0.0.1:0` (end-to-end tests next to a
+/// `TestCell`); it stops with the test's runtime. Panics if the route table is invalid.
+pub async fn spawn_for_tests(config: Arc<Config>) -> (SocketAddr, JoinHandle<anyhow::Result<()>>) {
+    let spawned = Builder::new(config, GatewayConfig::from_env())
+        .spawn()
+        .await
+        .unwrap_or_else(|e| panic!("starting the gateway: {e:#}"));
+    (spawned.addr, spawned.handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_flatten_next_to_the_kit_config_and_read_their_variables() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            config: Config,
+            #[command(flatten)]
+            gateway: GatewayConfig,
+        }
+        <Serve as clap::CommandFactory>::command().debug_assert();
+        let parsed = <Serve as clap::Parser>::parse_from([
+            "serve",
+            "--modules",
+            "tasks,crm",
+            "--body-limit-bytes",
+            "1024",
+            "--default-deadline",
+            "250ms",
+        ]);
+        assert_eq!(parsed.gateway.enabled_modules(), Some(vec!["tasks".to_string(), "crm".to_string()]));
+        assert_eq!(parsed.gateway.body_limit_bytes, 1024);
+        assert_eq!(parsed.gateway.default_deadline, Duration::from_millis(250));
+        assert_eq!(parsed.gateway.max_deadline, Duration::from_secs(60));
+    }
 }

@@ -1,4 +1,79 @@
-//! `cargo xtask dev | test | lint | bench`.
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+//! `cargo xtask <command>`: the developer commands of the Trellis workspace.
+//!
+//! # Layout
+//! - `dev`: Postgres, Redis and RabbitMQ under `.trellis/`, `trellis migrate`, `trellis serve all`,
+//!   a demo organization, until Ctrl-C.
+//! - `test`: the same servers on free ports in a temporary directory, then the whole test suite.
+//! - `lint`: rustfmt, clippy and `buf lint`.
+//! - `bench`: the benchmark suite (none defined yet).
+//! - `infra`: starting, probing and stopping the servers; `proc`: child processes and signals;
+//!   `http`: a tiny HTTP/1.1 client for health checks and the seed.
+
+mod dev;
+mod http;
+mod infra;
+mod lint;
+mod proc;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer commands of the Trellis workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the whole platform locally with a demo organization, until Ctrl-C.
+    ///
+    /// Starts Postgres (127.0.0.1:55432), Redis (56379) and RabbitMQ (55672) with data in
+    /// .trellis/ (or $TRELLIS_DEV_DIR), installing them with apt when missing; builds and
+    /// migrates; runs `trellis serve all` (gateway on 8080, services on 50061-50067); seeds the
+    /// demo users through the REST API; prints URLs and credentials. Ctrl-C, or trellis exiting,
+    /// stops everything. Re-running reuses the data; delete .trellis/ to start over.
+    Dev(dev::DevArgs),
+    /// Run the whole test suite against throwaway Postgres, Redis and RabbitMQ.
+    ///
+    /// The servers run on free loopback ports in $TMPDIR/trellis-test-<pid> and are removed
+    /// afterwards, also on failure or Ctrl-C. Tests find them through TRELLIS_TEST_DATABASE_URL,
+    /// TRELLIS_TEST_REDIS_URL and TRELLIS_TEST_AMQP_URL. The runner is `cargo nextest run` when
+    /// cargo-nextest is installed (then doc tests run too), else `cargo test`.
+    Test(test::TestArgs),
+    /// Check formatting (rustfmt), lints (clippy, warnings denied) and the protos (buf lint via npx).
+    Lint,
+    /// Run the benchmark suite (none is defined yet).
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Dev(args) => dev::run(args),
+        Cmd::Test(args) => test::run(args),
+        Cmd::Lint => lint::run(),
+        Cmd::Bench => {
+            eprintln!("xtask: no benchmarks are defined yet");
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("xtask: error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The workspace root (the parent of this crate).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The cargo that runs us (`$CARGO`), else `cargo` from the PATH.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

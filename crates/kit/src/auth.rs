@@ -197,10 +197,10 @@ impl Authenticator {
         {
             let cache = self.cache.read().await;
             let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < JWKS_TTL);
-            if let Some(key) = cache.keys.get(kid) {
-                if fresh {
-                    return Ok(Some(*key));
-                }
+            if let Some(key) = cache.keys.get(kid)
+                && fresh
+            {
+                return Ok(Some(*key));
             }
         }
         let mut last_unknown = self.refresh.lock().await;
@@ -260,10 +260,8 @@ impl Authenticator {
             return Err(invalid("audience"));
         }
         let now = chrono::Utc::now().timestamp();
-        if let Some(nbf) = claims.nbf {
-            if nbf > now + LEEWAY_SECONDS {
-                return Err(invalid("not yet valid"));
-            }
+        if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECONDS) {
+            return Err(invalid("not yet valid"));
         }
         if claims.exp + LEEWAY_SECONDS < now {
             return Err(Error::unauthenticated("TOKEN_EXPIRED", "The access token has expired"));

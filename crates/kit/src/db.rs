@@ -152,17 +152,36 @@ async fn migrate_locked(
     migrator: Option<&Migrator>,
 ) -> anyhow::Result<()> {
     let role = service_role(service);
-    let exists: bool = sqlx::query_scalar("select exists(select 1 from pg_roles where rolname = $1)")
-        .bind(&role)
-        .fetch_one(&mut *conn)
-        .await?;
     // Identifiers cannot be bound; `service` is checked to be [a-z_]+ above. The password is a
     // literal quoted by Postgres itself.
     let quoted: String = sqlx::query_scalar("select quote_literal($1)").bind(password).fetch_one(&mut *conn).await?;
-    if exists {
-        conn.execute(format!("alter role {role} with login password {quoted}").as_str()).await?;
-    } else {
-        conn.execute(format!("create role {role} with login password {quoted}").as_str()).await?;
+    // Roles are cluster-wide while the advisory lock is per database: migrations of different
+    // databases (parallel test cells) may race on the same role, so retry the loser.
+    let mut attempt = 0;
+    loop {
+        let result = conn
+            .execute(
+                format!(
+                    "do $$ begin
+                        if exists (select 1 from pg_roles where rolname = '{role}') then
+                            alter role {role} with login password {quoted};
+                        else
+                            create role {role} with login password {quoted};
+                        end if;
+                    end $$"
+                )
+                .as_str(),
+            )
+            .await;
+        match result {
+            Ok(_) => break,
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "role creation raced; retrying");
+                tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     conn.execute(format!("create schema if not exists {service}").as_str()).await?;
     conn.execute(format!("set search_path to {service}").as_str()).await?;

@@ -1,15 +1,34 @@
 //! Events: transactional outbox, relay and consumers on RabbitMQ (ARCHITECTURE §7).
 //!
-//! Interface fixed here; the relay and consumer internals are filled in by the events work.
-//!
 //! Publishing: a handler calls [`stage`] inside its tenant transaction; the event commits with the
-//! change. [`run_relay`] (spawned for every module by `grpc::launch`) publishes staged events with
-//! publisher confirms and marks them sent.
+//! change or not at all. [`run_relay`] (spawned for every module by `grpc::launch`) publishes
+//! staged events with publisher confirms and marks them sent only once the broker confirmed them,
+//! so a broker outage delays events and never loses them.
 //!
 //! Consuming: a module returns [`Consumer`]s from its start function; [`run_consumer`] declares a
 //! durable quorum queue `<prefix><queue>` bound to the consumer's routing keys, and for each
 //! delivery opens a tenant transaction for the envelope's org, records the event id in `inbox`
 //! (a redelivery finds it and is acked without effect), calls the [`Handler`], commits, then acks.
+//! A failing handler is retried with backoff; after `EVENTS_MAX_DELIVERIES` deliveries the message
+//! goes to the queue's dead-letter queue `<prefix><queue>.dlq`.
+//!
+//! An event reaches only the queues bound when it is published; tests (and anything that starts
+//! consumers and publishes at once) wait for [`wait_for_consumers`] first.
+//!
+//! # Layout
+//! - this file: the envelope, [`stage`], [`Event`], [`Handler`], [`Consumer`].
+//! - `amqp`: connecting, the cell's exchanges and a consumer's queues, backoff.
+//! - `relay`: [`run_relay`], outbox → exchange.
+//! - `consumer`: [`run_consumer`], queue → inbox + handler; [`wait_for_consumers`].
+//! - `metrics`: counters on the process's `/metrics`.
+//!
+//! The decisions behind this are recorded in `docs/adr/0003-events-outbox-and-consumers.md`.
+
+mod amqp;
+mod consumer;
+mod dead_letters;
+mod metrics;
+mod relay;
 
 use std::sync::Arc;
 
@@ -19,9 +38,12 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::context::RequestContext;
-use crate::db::{Db, Tx};
+use crate::db::Tx;
 use crate::error::{Error, Result};
 use trellis_proto::trellis::events::v1::{Actor, Envelope};
+
+/// The AMQP header carrying the envelope's W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// The cell's event exchange as a module sees it.
 #[derive(Debug, Clone)]
@@ -60,7 +82,7 @@ pub fn envelope<M: prost::Name>(ctx: &RequestContext, org_id: Uuid, event_type: 
             nanos: now.timestamp_subsec_nanos() as i32,
         }),
         correlation_id: ctx.correlation_id.clone(),
-        traceparent: String::new(),
+        traceparent: crate::telemetry::current_traceparent(),
         payload: Some(
             prost_types::Any::from_msg(payload).unwrap_or_else(|_| unreachable!("encoding to a Vec cannot fail")),
         ),
@@ -75,8 +97,16 @@ pub async fn stage<M: prost::Name>(tx: &mut Tx, ctx: &RequestContext, event_type
 }
 
 /// Stages a prepared envelope.
+///
+/// The envelope must name a valid event type (see [`is_event_type`]) and carry UUID `id` and
+/// `org_id`: a row the relay could not route, or a message no consumer could place in a tenant,
+/// is a bug caught here rather than in the relay or a dead-letter queue.
 pub async fn stage_envelope(tx: &mut Tx, envelope: Envelope) -> Result<Uuid> {
     let id: Uuid = envelope.id.parse().map_err(Error::internal)?;
+    if !is_event_type(&envelope.r#type) {
+        return Err(Error::internal(anyhow::anyhow!("invalid event type {:?}", envelope.r#type)));
+    }
+    envelope.org_id.parse::<Uuid>().map_err(|e| Error::internal(anyhow::anyhow!("event org_id: {e}")))?;
     sqlx::query("insert into outbox (id, event_type, envelope) values ($1, $2, $3)")
         .bind(id)
         .bind(&envelope.r#type)
@@ -84,6 +114,16 @@ pub async fn stage_envelope(tx: &mut Tx, envelope: Envelope) -> Result<Uuid> {
         .execute(&mut **tx)
         .await?;
     Ok(id)
+}
+
+/// Whether `name` is a valid event type and routing key: `<context>.<entity>.<verb>`, dot-separated
+/// segments of lowercase ASCII letters, digits and `_`, at most 255 bytes (an AMQP short string).
+pub fn is_event_type(name: &str) -> bool {
+    name.len() <= 255
+        && name.split('.').count() >= 2
+        && name.split('.').all(|segment| {
+            !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
 }
 
 /// An event being consumed.
@@ -146,19 +186,42 @@ impl Consumer {
     }
 }
 
-/// Publishes the module's outbox until shutdown.
-pub async fn run_relay(_bus: EventBus, _db: Db, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
-    shutdown.cancelled().await;
-    Ok(())
-}
+pub use amqp::{dead_letter_exchange, dead_letter_queue, queue_name};
+pub use consumer::{run_consumer, wait_for_consumers};
+pub use dead_letters::{DeadLetter, dead_letter_count, list_dead_letters, replay_dead_letters};
+pub use relay::run_relay;
 
-/// Runs one consumer until shutdown.
-pub async fn run_consumer(
-    _bus: EventBus,
-    _db: Db,
-    _consumer: Consumer,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    shutdown.cancelled().await;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_are_dotted_lowercase_routing_keys() {
+        assert!(is_event_type("tasks.task.created"));
+        assert!(is_event_type("crm.contact_list.member_added"));
+        assert!(!is_event_type("tasks"));
+        assert!(!is_event_type("tasks..created"));
+        assert!(!is_event_type("tasks.task.*"));
+        assert!(!is_event_type("tasks.task.#"));
+        assert!(!is_event_type("Tasks.Task.Created"));
+        assert!(!is_event_type(&format!("a.{}", "b".repeat(254))));
+    }
+
+    #[test]
+    fn envelopes_carry_the_context_of_the_change() {
+        let user = Uuid::now_v7();
+        let org = Uuid::now_v7();
+        let ctx = RequestContext::user(user, org);
+        let payload = prost_types::Duration { seconds: 3, nanos: 0 };
+        let envelope = envelope(&ctx, org, "tasks.task.created", &payload);
+        assert!(envelope.id.parse::<Uuid>().is_ok());
+        assert_eq!(envelope.r#type, "tasks.task.created");
+        assert_eq!(envelope.org_id, org.to_string());
+        assert_eq!(envelope.correlation_id, ctx.correlation_id);
+        let actor = envelope.actor.clone().unwrap_or_default();
+        assert_eq!((actor.kind.as_str(), actor.id), ("user", user.to_string()));
+        let event = Event { id: Uuid::nil(), org_id: org, ctx: RequestContext::system(org, "c"), envelope };
+        assert_eq!(event.payload::<prost_types::Duration>().ok(), Some(payload));
+        assert!(event.payload::<prost_types::Timestamp>().is_err());
+    }
 }

@@ -2,12 +2,16 @@
 //!
 //! - Logs: `tracing` with JSON lines (or human-readable text in a terminal), level from
 //!   `RUST_LOG`/`LOG_LEVEL`.
+//! - Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC, and
+//!   the W3C `traceparent` of incoming calls and consumed events becomes the parent of their
+//!   spans ([`set_parent`], [`current_traceparent`]).
 //! - Metrics: one Prometheus registry per process, served on every admin port at `/metrics`;
 //!   [`Metrics`] holds the RED metrics the gRPC layer records per RPC.
 
 use std::sync::{Arc, OnceLock};
 
 use clap::Args;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,10 +41,31 @@ pub struct TelemetryConfig {
     pub service_name: String,
 }
 
-/// Installs the global subscriber. Call once, at process start.
-pub fn init(config: &TelemetryConfig) -> anyhow::Result<()> {
+/// Installs the global subscriber (and the OTLP exporter when configured). Call once, at
+/// process start; keep the returned guard alive so buffered spans are flushed on exit.
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_level))?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let exporter =
+                opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone()).build()?;
+            let resource =
+                opentelemetry_sdk::Resource::builder().with_service_name(config.service_name.clone()).build();
+            Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("trellis")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     match config.log_format.as_str() {
         "text" => registry.with(tracing_subscriber::fmt::layer().with_target(false)).try_init()?,
         "json" => registry
@@ -54,10 +79,66 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<()> {
             .try_init()?,
         other => anyhow::bail!("LOG_FORMAT must be json or text, got {other:?}"),
     }
-    if let Some(endpoint) = &config.otlp_endpoint {
-        tracing::warn!(%endpoint, "OTLP export is configured but not built into this binary; traces stay local");
+    if let Some(provider) = &provider {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        tracing::info!(endpoint = config.otlp_endpoint.as_deref().unwrap_or_default(), "exporting traces over OTLP");
     }
-    Ok(())
+    Ok(TelemetryGuard { provider })
+}
+
+/// Flushes and stops the trace exporter when dropped.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Makes the W3C trace context in `headers` (`traceparent`, `tracestate`) the parent of `span`.
+pub fn set_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if headers.contains_key("traceparent") {
+        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Makes a `traceparent` string (from an event envelope) the parent of `span`.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = traceparent.parse() {
+        headers.insert("traceparent", value);
+        set_parent(span, &headers);
+    }
+}
+
+/// The W3C `traceparent` of the current span, empty when no trace is being recorded.
+pub fn current_traceparent() -> String {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent").unwrap_or_default()
 }
 
 /// Labels of the per-RPC metrics.

@@ -212,6 +212,12 @@ impl TestCell {
             .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
             running.insert(name, r);
         }
+        // Events published before a consumer has bound its queue would reach no queue.
+        let bus = crate::events::EventBus::new(config.clone());
+        assert!(
+            crate::events::wait_for_consumers(&bus, std::time::Duration::from_secs(30)).await,
+            "the event consumers did not bind their queues within 30 s; is RabbitMQ running?"
+        );
         TestCell { config, auth, running, shutdown, keys }
     }
 
@@ -243,5 +249,41 @@ impl TestCell {
 impl Drop for TestCell {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+// Fault injection and polling, for tests of failure behaviour and of asynchronous effects.
+
+mod proxy;
+pub use proxy::FaultProxy;
+
+/// Polls `condition` every 50 ms until it holds; panics when it still does not after `timeout`.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool) {
+/// use std::time::Duration;
+/// trellis_kit::testing::wait_until(Duration::from_secs(10), || async {
+///     sqlx::query_scalar::<_, i64>("select count(*) from notifications.notifications")
+///         .fetch_one(&pool)
+///         .await
+///         .is_ok_and(|n| n == 1)
+/// })
+/// .await;
+/// # }
+/// ```
+pub async fn wait_until<F, Fut>(timeout: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("condition still false after {timeout:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -31,6 +31,19 @@ enum Command {
         #[command(flatten)]
         gateway: trellis_gateway::GatewayConfig,
     },
+    /// Inspect or replay a consumer's dead letters, e.g. `trellis dead-letters notifications.tasks --replay`.
+    DeadLetters {
+        /// The consumer queue, without the cell's prefix (e.g. `notifications.tasks`).
+        queue: String,
+        /// Move the dead letters back into the consumer's queue instead of listing them.
+        #[arg(long)]
+        replay: bool,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        config: Config,
+    },
     /// Create roles and schemas and apply migrations (all services when none are named).
     Migrate {
         /// Services to migrate; all when empty.
@@ -63,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Migrate { services, config } => {
-            trellis_kit::telemetry::init(&config.telemetry)?;
+            let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
             let names = if services.is_empty() {
                 SERVICES.iter().map(|s| s.to_string()).collect()
             } else {
@@ -82,8 +95,34 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::DeadLetters { queue, replay, limit, config } => {
+            let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
+            let bus = trellis_kit::events::EventBus::new(Arc::new(config));
+            if replay {
+                let n = trellis_kit::events::replay_dead_letters(&bus, &queue, limit).await?;
+                println!("replayed {n} dead letter(s) into {}", trellis_kit::events::queue_name(&bus, &queue));
+            } else {
+                let letters = trellis_kit::events::list_dead_letters(&bus, &queue, limit).await?;
+                println!(
+                    "{} dead letter(s) in {}",
+                    letters.len(),
+                    trellis_kit::events::dead_letter_queue(&bus, &queue)
+                );
+                for l in letters {
+                    println!(
+                        "{}\t{}\torg={}\treason={}\t{} bytes",
+                        l.event_id.as_deref().unwrap_or("-"),
+                        l.event_type.as_deref().unwrap_or("-"),
+                        l.org_id.as_deref().unwrap_or("-"),
+                        l.reason.as_deref().unwrap_or("-"),
+                        l.size
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Serve { services, config, gateway } => {
-            trellis_kit::telemetry::init(&config.telemetry)?;
+            let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
             let config = Arc::new(config);
             let shutdown = CancellationToken::new();
             let auth = Authenticator::new(config.clone());

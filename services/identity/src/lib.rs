@@ -1,10 +1,69 @@
-//! Identity.
+//! Identity: the only issuer of credentials in a cell. It owns users and their passwords,
+//! sessions with rotating refresh tokens, the Ed25519 keys that sign every access token (and
+//! their JWKS), organizations (the tenant), memberships and invitations.
+//!
+//! # Layout
+//! - [`api`]: gRPC handlers (`AuthService`, `InvitationService`, `TokenService`); translate proto
+//!   <-> domain and call one domain function. No SQL here.
+//! - [`accounts`]: the sign-up and sign-in flows: Register, Login, Refresh. Holds [`Identity`], the
+//!   state every handler shares.
+//! - [`invitation`]: creating invitations, and the rules for accepting one.
+//! - [`user`], [`organization`]: rules for emails and names, roles, slugs.
+//! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
+//! - [`tokens`]: opaque refresh tokens, refresh verdicts (rotation, reuse), which organization a
+//!   session acts in, access-token claims.
+//! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), JWKS.
+//! - [`store`]: every query. Tenant tables (organizations, org_members, invitations) are only
+//!   touched inside a tenant transaction; global tables (users, sessions, refresh_tokens,
+//!   signing_keys) need none.
+//! - [`events`]: what identity publishes, staged in the outbox of the same transaction.
+//! - [`error`]: the domain errors and their reason → gRPC code table.
+//! - [`config`]: [`IdentityConfig`], identity's own settings.
+//!
+//! A Register request flows: `api::AuthApi::register` → [`accounts::Identity::register`]
+//! (validation, [`password`] policy and hash) → one tenant transaction for the new organization
+//! (or the inviting one): [`store`] inserts the user, organization, membership, session and
+//! refresh token, [`events`] stages `identity.user.registered` and friends → commit → an access
+//! token signed by [`keys`].
+
+pub mod accounts;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod invitation;
+pub mod keys;
+pub mod organization;
+pub mod password;
+pub mod store;
+pub mod tokens;
+pub mod user;
+
+use std::sync::Arc;
 
 use trellis_kit::{Module, Service};
+use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
+use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
+use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
+
+pub use accounts::Identity;
+pub use config::IdentityConfig;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// The identity module.
+///
+/// Identity's own settings ([`IdentityConfig`]) are read from the environment when the module
+/// starts, so the signature stays the same as every other module's.
 pub fn module() -> Module {
-    Module::new("identity", &MIGRATOR, |_runtime| Box::pin(async { Ok(Service::new()) }))
+    Module::new("identity", &MIGRATOR, |runtime| {
+        Box::pin(async move {
+            let settings = IdentityConfig::from_env()?;
+            let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
+            Ok(Service::new()
+                .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
+                .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
+                .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
+        })
+    })
 }

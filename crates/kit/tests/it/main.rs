@@ -1,0 +1,9 @@
+//! trellis-kit integration tests, against the Postgres and RabbitMQ that `cargo xtask test` starts
+//! (or any servers named by the `TRELLIS_TEST_*` variables).
+//!
+//! # Layout
+//! - `events`: the outbox relay and consumers, end to end through a throwaway `evtest` module
+//!   (schema in `migrations/`): delivery after commit and in order, broker outages, redelivery,
+//!   poison messages and the dead-letter queue.
+
+mod events;

@@ -1,0 +1,75 @@
+//! What every response carries, the health and metrics endpoints, and start-up.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::Harness;
+
+#[tokio::test]
+async fn health_and_readiness_answer_on_both_ports_and_metrics_only_on_admin() {
+    let h = Harness::start().await;
+    for base in [&h.base, &h.admin] {
+        let r = h.http.get(format!("{base}/healthz")).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.json::<serde_json::Value>().await.expect("json"), json!({"status": "ok"}));
+        let r = h.http.get(format!("{base}/readyz")).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.json::<serde_json::Value>().await.expect("json")["status"], "ready");
+    }
+    // One request so the counters have a sample.
+    h.http.get(h.url("/.well-known/jwks.json")).send().await.expect("request");
+    let r = h.http.get(format!("{}/metrics", h.admin)).send().await.expect("request");
+    let text = r.text().await.expect("text");
+    assert!(text.contains("trellis_gateway_requests_total"), "{text}");
+    assert!(text.contains(r#"route="GET /.well-known/jwks.json""#), "routes are labelled by template");
+    let r = h.http.get(h.url("/metrics")).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_a_correlation_id() {
+    let h = Harness::start().await;
+    let responses = [
+        h.http.get(h.url("/.well-known/jwks.json")).send().await.expect("200"),
+        h.http.get(h.url("/api/v1/nope")).header("x-correlation-id", "bad id!").send().await.expect("404"),
+        h.http.get(h.url("/api/v1/widgets/boom")).bearer_auth(h.token()).send().await.expect("500"),
+        h.http.get(format!("{}/healthz", h.admin)).send().await.expect("admin"),
+    ];
+    for r in responses {
+        let headers = r.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{}", r.status());
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["referrer-policy"], "strict-origin-when-cross-origin");
+        assert!(headers.contains_key("content-security-policy"));
+        assert!(!headers.contains_key("server"));
+        let id = headers["x-correlation-id"].to_str().expect("ascii");
+        assert_eq!(uuid::Uuid::parse_str(id).map(|u| u.get_version_num()), Ok(7), "generated or replaced: {id}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_turns_off_when_shutdown_begins_and_the_gateway_stops() {
+    let h = Harness::start().await;
+    h.gateway.shutdown.cancel();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !h.gateway.handle.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the gateway stops after shutdown");
+    assert!(h.http.get(h.url("/healthz")).send().await.is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn spawn_for_tests_serves_the_contract() {
+    let config = trellis_kit::config::Config::from_env();
+    let (addr, handle) = trellis_gateway::spawn_for_tests(Arc::new(config)).await;
+    let r = reqwest::get(format!("http://{addr}/healthz")).await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = reqwest::get(format!("http://{addr}/api/v1/nope")).await.expect("request");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    handle.abort();
+}

@@ -1,0 +1,438 @@
+//! Sign-up and sign-in: Register, Login and Refresh, and [`Identity`], the state they share.
+//!
+//! Each flow validates, does its slow crypto (Argon2id) before opening a transaction, then writes
+//! everything it changes in one transaction together with its events, and signs the access token
+//! after commit.
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+use trellis_kit::config::Config;
+use trellis_kit::db::{Db, Tx, on_constraint};
+use trellis_kit::{Error, RequestContext, Result, Subject};
+use trellis_proto::trellis::identity::v1::SessionRevokeReason;
+use uuid::Uuid;
+
+use crate::config::IdentityConfig;
+use crate::error::{IdentityError, Violation, Violations};
+use crate::keys::{EncryptionKey, Keys};
+use crate::organization::{self, MAX_ORG_NAME_LEN, Role};
+use crate::password::{self, Verification};
+use crate::store::{self, Membership};
+use crate::tokens::{self, RefreshVerdict};
+use crate::user::{self, MAX_NAME_LEN};
+use crate::{events, invitation};
+
+/// How many slugs registration tries before giving up (the first is derived from the name, the
+/// others add a random suffix; a collision after that means something else is wrong).
+const SLUG_ATTEMPTS: usize = 8;
+/// Longest user agent stored with a session.
+pub const MAX_USER_AGENT_LEN: usize = 512;
+
+/// The identity service's state, shared by every handler.
+#[derive(Debug)]
+pub struct Identity {
+    pub(crate) db: Db,
+    pub(crate) keys: Keys,
+    pub(crate) settings: IdentityConfig,
+    issuer: String,
+    audience: String,
+}
+
+/// Where a sign-in comes from (recorded on the session).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// The client's IP, as the gateway resolved it.
+    pub ip: Option<IpAddr>,
+    /// Its user agent.
+    pub user_agent: Option<String>,
+}
+
+/// A Register request.
+#[derive(Debug, Default)]
+pub struct Registration {
+    /// Email as typed.
+    pub email: String,
+    /// Password as typed.
+    pub password: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Token of an invitation link; empty for none.
+    pub invitation_token: String,
+    /// Name of the personal organization; empty for the default.
+    pub organization_name: String,
+}
+
+/// An access token with its lifetime and the refresh token of the same session.
+#[derive(Debug)]
+pub struct TokenPair {
+    /// EdDSA JWT.
+    pub access_token: String,
+    /// Its lifetime in seconds.
+    pub expires_in: i32,
+    /// Opaque refresh token.
+    pub refresh_token: String,
+}
+
+/// The outcome of Register or Login.
+#[derive(Debug)]
+pub struct SignIn {
+    /// The user.
+    pub user: store::User,
+    /// The session's tokens.
+    pub tokens: TokenPair,
+}
+
+/// The outcome of Refresh.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The next tokens.
+    pub tokens: TokenPair,
+    /// The session moved to another organization.
+    pub org_changed: bool,
+}
+
+impl Identity {
+    /// Loads (or creates) the signing key and prepares password hashing.
+    pub async fn start(db: Db, config: &Config, settings: IdentityConfig) -> anyhow::Result<Identity> {
+        if settings.uses_dev_key() {
+            tracing::warn!("IDENTITY_ENCRYPTION_KEY is the development default; set a key of your own in a cell");
+        }
+        let encryption = EncryptionKey::from_base64(&settings.encryption_key)?;
+        let keys = Keys::start(db.clone(), encryption).await?;
+        // The dummy hash costs one Argon2id run: pay it now rather than in the first sign-in.
+        tokio::task::spawn_blocking(password::dummy_hash).await?;
+        Ok(Identity { db, keys, settings, issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone() })
+    }
+
+    /// Creates an account and signs it in (see `AuthService.Register`).
+    pub async fn register(&self, ctx: &RequestContext, reg: Registration, client: &Client) -> Result<SignIn> {
+        let mut violations = Violations::default();
+        // An invalid email is recorded and stands as "" until `finish` rejects the request.
+        let email = user::normalize_email(&reg.email).unwrap_or_else(|d| {
+            violations.push(Violation::new("email", d));
+            String::new()
+        });
+        let first_name = reg.first_name.trim();
+        let last_name = reg.last_name.trim();
+        let org_name = reg.organization_name.trim();
+        violations.check("first_name", user::check_name(first_name, true, MAX_NAME_LEN));
+        violations.check("last_name", user::check_name(last_name, false, MAX_NAME_LEN));
+        violations.check("organization_name", user::check_name(org_name, false, MAX_ORG_NAME_LEN));
+        if let Err(problem) = password::check_policy(&reg.password, &email) {
+            violations.push(Violation::with_reason("password", problem.reason(), problem.description()));
+        }
+        violations.finish()?;
+
+        let password_hash = password::hash_blocking(reg.password).await?;
+        let user_id = Uuid::now_v7();
+        let new_user = store::NewUser {
+            id: user_id,
+            email: &email,
+            first_name,
+            last_name,
+            password_hash: &password_hash,
+            email_verified: false,
+        };
+        let token = reg.invitation_token.trim();
+        let (mut tx, user, membership) = if token.is_empty() {
+            self.register_with_personal_org(ctx, new_user, org_name).await?
+        } else {
+            self.register_through_invitation(ctx, new_user, token).await?
+        };
+        let (session_id, refresh_token) = self.start_session(&mut tx, user_id, Some(&membership), client).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user_id, org_id = %membership.org_id, "user registered");
+        let access_token = self.sign_access_token(user_id, session_id, Some(&membership)).await?;
+        Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
+    }
+
+    /// The user, their personal organization and its ownership, in that organization's tenant
+    /// transaction (returned uncommitted).
+    async fn register_with_personal_org(
+        &self,
+        ctx: &RequestContext,
+        new_user: store::NewUser<'_>,
+        org_name: &str,
+    ) -> Result<(Tx, store::User, Membership)> {
+        let org_id = Uuid::now_v7();
+        let user_id = new_user.id;
+        let mut tx = self.db.tenant_tx_for(org_id, Some(user_id)).await?;
+        let user = insert_user(&mut tx, &new_user).await?;
+        let name = if org_name.is_empty() { organization::default_org_name(&user.first_name) } else { org_name.into() };
+        let base = organization::slug_from_name(&name);
+        let mut org = None;
+        for attempt in 0..SLUG_ATTEMPTS {
+            let slug = match attempt {
+                0 => base.clone(),
+                _ => organization::slug_with_suffix(&base, &organization::random_slug_suffix()),
+            };
+            org = store::insert_organization_unless_slug_taken(&mut tx, org_id, &name, &slug, true, user_id).await?;
+            if org.is_some() {
+                break;
+            }
+        }
+        let org = org.ok_or_else(|| Error::internal(anyhow::anyhow!("no free slug derived from {base:?}")))?;
+        let version = store::insert_member(&mut tx, org_id, user_id, Role::Owner.as_str(), None).await?;
+
+        let event_ctx = acting_user(ctx, user_id, org_id);
+        events::user_registered(&mut tx, &event_ctx, &user, false).await?;
+        events::organization_created(&mut tx, &event_ctx, &org, user_id).await?;
+        events::member_added(&mut tx, &event_ctx, org_id, user_id, Role::Owner, false, version).await?;
+        let membership = Membership {
+            org_id,
+            role: Role::Owner.as_str().into(),
+            plan: org.plan,
+            personal: true,
+            joined_at: user.created_at,
+            last_used_at: None,
+        };
+        Ok((tx, user, membership))
+    }
+
+    /// The user and their membership of the inviting organization, in its tenant transaction
+    /// (returned uncommitted). The invitation is marked accepted and the email counts as verified.
+    async fn register_through_invitation(
+        &self,
+        ctx: &RequestContext,
+        new_user: store::NewUser<'_>,
+        token: &str,
+    ) -> Result<(Tx, store::User, Membership)> {
+        let found = match tokens::looks_like_token(token) {
+            true => store::find_invitation(self.db.pool(), &tokens::hash_token(token)).await?,
+            false => None,
+        };
+        let (invitation_id, org_id) = found.ok_or(IdentityError::InvitationNotFound)?;
+        let user_id = new_user.id;
+        let mut tx = self.db.tenant_tx_for(org_id, Some(user_id)).await?;
+        let inv =
+            store::invitation_for_update(&mut tx, invitation_id).await?.ok_or(IdentityError::InvitationNotFound)?;
+        invitation::check_acceptable(&inv, new_user.email, Utc::now())?;
+        let org = store::organization(&mut tx, org_id).await?.ok_or(IdentityError::InvitationNotFound)?;
+        let role = Role::parse(&inv.role)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("invitation {} has role {:?}", inv.id, inv.role)))?;
+
+        let user = insert_user(&mut tx, &store::NewUser { email_verified: true, ..new_user }).await?;
+        let version = store::insert_member(&mut tx, org_id, user_id, role.as_str(), Some(inv.invited_by)).await?;
+        store::mark_invitation_accepted(&mut tx, inv.id, user_id).await?;
+
+        let event_ctx = acting_user(ctx, user_id, org_id);
+        events::user_registered(&mut tx, &event_ctx, &user, true).await?;
+        events::member_added(&mut tx, &event_ctx, org_id, user_id, role, true, version).await?;
+        events::invitation_accepted(&mut tx, &event_ctx, &inv, user_id).await?;
+        let membership = Membership {
+            org_id,
+            role: role.as_str().into(),
+            plan: org.plan,
+            personal: false,
+            joined_at: user.created_at,
+            last_used_at: None,
+        };
+        Ok((tx, user, membership))
+    }
+
+    /// Signs in with email and password (see `AuthService.Login`). Every failure is the same
+    /// INVALID_CREDENTIALS after one Argon2id verification, whether or not the account exists.
+    pub async fn login(&self, email: &str, password: String, client: &Client) -> Result<SignIn> {
+        let account = match user::normalize_email(email) {
+            Ok(email) => store::credentials_by_email(self.db.pool(), &email).await?,
+            Err(_) => None,
+        };
+        let stored_hash = account.as_ref().and_then(|a| a.password_hash.clone());
+        let verification = password::verify_blocking(stored_hash.clone(), password.clone()).await?;
+        let (Some(account), Verification::Match { needs_rehash }) = (account, verification) else {
+            return Err(IdentityError::InvalidCredentials.into());
+        };
+        let now = Utc::now();
+        if account.user.status != "active" || account.locked_until.is_some_and(|until| until > now) {
+            return Err(IdentityError::InvalidCredentials.into());
+        }
+        let user = account.user;
+        if let (true, Some(old)) = (needs_rehash, stored_hash) {
+            self.rehash(user.id, &old, password).await;
+        }
+
+        let mut tx = self.db.tx().await?;
+        store::scope_to_user(&mut tx, user.id).await?;
+        let memberships = store::memberships_of_user(&mut tx, user.id).await?;
+        let org = tokens::org_for_login(&memberships);
+        let (session_id, refresh_token) = self.start_session(&mut tx, user.id, org, client).await?;
+        store::record_login(&mut tx, user.id).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user.id, session_id = %session_id, "signed in");
+        let access_token = self.sign_access_token(user.id, session_id, org).await?;
+        Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
+    }
+
+    /// Stores a hash with the current parameters; a failure only delays the upgrade.
+    async fn rehash(&self, user_id: Uuid, old: &str, password: String) {
+        let result = async {
+            let new = password::hash_blocking(password).await?;
+            store::update_password_hash(self.db.pool(), user_id, old, &new).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(user_id = %user_id, "password hash upgraded to the current parameters"),
+            Err(e) => tracing::warn!(user_id = %user_id, error = format!("{e:#}"), "password rehash failed"),
+        }
+    }
+
+    /// Rotates a refresh token (see `AuthService.Refresh`).
+    pub async fn refresh(&self, ctx: &RequestContext, token: &str) -> Result<Refreshed> {
+        let token = token.trim();
+        if !tokens::looks_like_token(token) {
+            return Err(IdentityError::RefreshTokenInvalid.into());
+        }
+        let mut tx = self.db.tx().await?;
+        let presented = store::refresh_token_for_update(&mut tx, &tokens::hash_token(token))
+            .await?
+            .ok_or(IdentityError::RefreshTokenInvalid)?;
+        match tokens::judge_refresh(&presented, Utc::now()) {
+            RefreshVerdict::Invalid => Err(IdentityError::RefreshTokenInvalid.into()),
+            RefreshVerdict::Reused => {
+                // The session is presumed stolen: end it for the thief and the owner alike.
+                store::revoke_session(&mut tx, presented.session_id, "reuse_detected").await?;
+                let org_id = presented.active_org_id.unwrap_or(Uuid::nil());
+                let event_ctx = RequestContext::system(org_id, ctx.correlation_id.clone());
+                events::session_revoked(
+                    &mut tx,
+                    &event_ctx,
+                    presented.session_id,
+                    presented.user_id,
+                    SessionRevokeReason::ReuseDetected,
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::warn!(
+                    session_id = %presented.session_id,
+                    user_id = %presented.user_id,
+                    "refresh token reuse detected; session revoked"
+                );
+                Err(IdentityError::RefreshTokenReused.into())
+            }
+            RefreshVerdict::Rotate => {
+                store::scope_to_user(&mut tx, presented.user_id).await?;
+                let memberships = store::memberships_of_user(&mut tx, presented.user_id).await?;
+                let (org, org_changed) = tokens::org_after_refresh(presented.active_org_id, &memberships);
+                let (next_id, refresh_token) = self.issue_refresh_token(&mut tx, presented.session_id).await?;
+                store::mark_rotated(&mut tx, presented.id, next_id).await?;
+                store::touch_session(&mut tx, presented.session_id, org.map(|m| m.org_id)).await?;
+                tx.commit().await?;
+                let access_token = self.sign_access_token(presented.user_id, presented.session_id, org).await?;
+                Ok(Refreshed { tokens: self.pair(access_token, refresh_token), org_changed })
+            }
+        }
+    }
+
+    /// Starts a password session acting in `org` and issues its first refresh token.
+    async fn start_session(
+        &self,
+        tx: &mut Tx,
+        user_id: Uuid,
+        org: Option<&Membership>,
+        client: &Client,
+    ) -> Result<(Uuid, String)> {
+        let session_id = Uuid::now_v7();
+        let user_agent = client.user_agent.as_deref().map(truncate_user_agent);
+        store::insert_session(
+            tx,
+            &store::NewSession {
+                id: session_id,
+                user_id,
+                active_org_id: org.map(|m| m.org_id),
+                amr: &["pwd"],
+                ip: client.ip.map(|ip| ip.to_string()),
+                user_agent,
+                expires_at: Utc::now() + tokens::SESSION_LIFETIME,
+            },
+        )
+        .await?;
+        let (_, refresh_token) = self.issue_refresh_token(tx, session_id).await?;
+        Ok((session_id, refresh_token))
+    }
+
+    /// Stores a new refresh token of a session; returns its row id and the token.
+    async fn issue_refresh_token(&self, tx: &mut Tx, session_id: Uuid) -> Result<(Uuid, String)> {
+        let (token, hash) = tokens::new_opaque_token();
+        let id = Uuid::now_v7();
+        let expires_at = Utc::now() + self.settings.refresh_token_ttl;
+        store::insert_refresh_token(tx, id, session_id, &hash, expires_at).await?;
+        Ok((id, token))
+    }
+
+    /// Signs an access token for a user's session acting in `org`.
+    async fn sign_access_token(&self, user_id: Uuid, session_id: Uuid, org: Option<&Membership>) -> Result<String> {
+        let key = self.keys.active().await?;
+        let claims = tokens::user_claims(
+            &self.issuer,
+            &self.audience,
+            user_id,
+            session_id,
+            org,
+            Utc::now(),
+            self.settings.access_token_ttl,
+        );
+        Ok(key.sign(&claims))
+    }
+
+    fn pair(&self, access_token: String, refresh_token: String) -> TokenPair {
+        let expires_in = i32::try_from(self.settings.access_token_ttl.as_secs()).unwrap_or(i32::MAX);
+        TokenPair { access_token, expires_in, refresh_token }
+    }
+
+    /// The public signing keys (see `TokenService.GetJwks`).
+    pub async fn jwks(&self) -> Result<Vec<trellis_proto::trellis::identity::v1::Jwk>> {
+        self.keys.jwks().await
+    }
+}
+
+/// Inserts a user, turning a taken email into EMAIL_TAKEN.
+async fn insert_user(tx: &mut Tx, new_user: &store::NewUser<'_>) -> Result<store::User> {
+    store::insert_user(tx, new_user)
+        .await
+        .map_err(|e| on_constraint(e, "users_email_key", || IdentityError::EmailTaken.into()))
+}
+
+/// The context events of a sign-up carry: the new user acting in `org_id`, with the request's
+/// correlation id.
+fn acting_user(ctx: &RequestContext, user_id: Uuid, org_id: Uuid) -> RequestContext {
+    RequestContext {
+        subject: Subject::User(user_id),
+        org_id: Some(org_id),
+        correlation_id: ctx.correlation_id.clone(),
+        ..RequestContext::anonymous(String::new())
+    }
+}
+
+/// A user agent cut to what a session stores.
+fn truncate_user_agent(ua: &str) -> &str {
+    match ua.char_indices().nth(MAX_USER_AGENT_LEN) {
+        Some((end, _)) => &ua[..end],
+        None => ua,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_agents_are_cut_on_character_boundaries() {
+        assert_eq!(truncate_user_agent("curl/8"), "curl/8");
+        let long = "é".repeat(600);
+        assert_eq!(truncate_user_agent(&long).chars().count(), MAX_USER_AGENT_LEN);
+    }
+
+    #[test]
+    fn sign_up_events_are_attributed_to_the_new_user() {
+        let request = RequestContext::anonymous("corr-1");
+        let (user, org) = (Uuid::now_v7(), Uuid::now_v7());
+        let ctx = acting_user(&request, user, org);
+        assert_eq!(ctx.actor(), ("user", user.to_string()));
+        assert_eq!(ctx.org_id, Some(org));
+        assert_eq!(ctx.correlation_id, "corr-1");
+    }
+}

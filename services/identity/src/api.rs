@@ -1,0 +1,198 @@
+//! gRPC handlers: proto in, one domain call, proto out. No SQL and no business rules here.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use trellis_kit::RequestContext;
+use trellis_proto::trellis::identity::v1 as pb;
+use trellis_proto::trellis::identity::v1::auth_service_server::AuthService;
+use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationService;
+use trellis_proto::trellis::identity::v1::token_service_server::TokenService;
+
+use crate::accounts::{Client, Identity, Registration, TokenPair};
+use crate::events::timestamp;
+use crate::invitation::InvitationRequest;
+use crate::organization::Role;
+use crate::tokens::TOKEN_TYPE;
+use crate::{store, user};
+
+/// Metadata the gateway sets to the client's resolved IP.
+const CLIENT_IP: &str = "x-client-ip";
+/// Metadata the gateway sets to the client's user agent.
+const CLIENT_USER_AGENT: &str = "x-client-user-agent";
+
+/// Where the call comes from: the gateway's forwarded client metadata, else the peer itself.
+fn client<T>(request: &Request<T>) -> Client {
+    let metadata = request.metadata();
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let ip =
+        text(CLIENT_IP).and_then(|v| v.parse::<IpAddr>().ok()).or_else(|| request.remote_addr().map(|addr| addr.ip()));
+    let user_agent = text(CLIENT_USER_AGENT).or_else(|| text("user-agent")).map(str::to_string);
+    Client { ip, user_agent }
+}
+
+/// The wire form of a user.
+fn user_to_proto(u: &store::User) -> pb::User {
+    pb::User {
+        id: u.id.to_string(),
+        email: u.email.clone(),
+        email_verified: u.email_verified_at.is_some(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        name: user::display_name(&u.first_name, &u.last_name),
+        // Signed avatar URLs arrive with kit::blob.
+        avatar_url: String::new(),
+        timezone: u.timezone.clone(),
+        locale: u.locale.clone(),
+        mfa_enabled: u.mfa_enabled,
+        created_at: Some(timestamp(u.created_at)),
+    }
+}
+
+/// The wire form of an invitation; `expired` is computed.
+fn invitation_to_proto(inv: &store::Invitation) -> pb::Invitation {
+    let status = match inv.status.as_str() {
+        "pending" if inv.expires_at <= chrono::Utc::now() => pb::InvitationStatus::Expired,
+        "pending" => pb::InvitationStatus::Pending,
+        "accepted" => pb::InvitationStatus::Accepted,
+        "revoked" => pb::InvitationStatus::Revoked,
+        _ => pb::InvitationStatus::Unspecified,
+    };
+    pb::Invitation {
+        id: inv.id.to_string(),
+        org_id: inv.org_id.to_string(),
+        email: inv.email.clone(),
+        role: Role::parse(&inv.role).map_or(pb::OrgRole::Unspecified, Role::to_proto).into(),
+        team_ids: inv.team_ids.iter().map(ToString::to_string).collect(),
+        message: inv.message.clone().unwrap_or_default(),
+        status: status.into(),
+        invited_by: inv.invited_by.to_string(),
+        expires_at: Some(timestamp(inv.expires_at)),
+        created_at: Some(timestamp(inv.created_at)),
+        accepted_at: inv.accepted_at.map(timestamp),
+        accepted_by: inv.accepted_by.map(|u| u.to_string()).unwrap_or_default(),
+        revoked_at: inv.revoked_at.map(timestamp),
+        send_count: inv.send_count,
+        last_sent_at: Some(timestamp(inv.last_sent_at)),
+    }
+}
+
+/// `trellis.identity.v1.AuthService`.
+#[derive(Debug, Clone)]
+pub struct AuthApi {
+    identity: Arc<Identity>,
+}
+
+impl AuthApi {
+    /// Handlers over the shared state.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let client = client(&request);
+        let r = request.into_inner();
+        let registration = Registration {
+            email: r.email,
+            password: r.password,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            invitation_token: r.invitation_token,
+            organization_name: r.organization_name,
+        };
+        let signed_in = self.identity.register(&ctx, registration, &client).await?;
+        let TokenPair { access_token, expires_in, refresh_token } = signed_in.tokens;
+        Ok(Response::new(pb::RegisterResponse {
+            requires_email_verification: signed_in.user.email_verified_at.is_none(),
+            user: Some(user_to_proto(&signed_in.user)),
+            access_token,
+            refresh_token,
+            expires_in,
+            token_type: TOKEN_TYPE.into(),
+        }))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = client(&request);
+        let r = request.into_inner();
+        let signed_in = self.identity.login(&r.email, r.password, &client).await?;
+        let TokenPair { access_token, expires_in, refresh_token } = signed_in.tokens;
+        Ok(Response::new(pb::LoginResponse {
+            user: Some(user_to_proto(&signed_in.user)),
+            access_token,
+            refresh_token,
+            expires_in,
+            token_type: TOKEN_TYPE.into(),
+        }))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let refreshed = self.identity.refresh(&ctx, &request.get_ref().refresh_token).await?;
+        let TokenPair { access_token, expires_in, refresh_token } = refreshed.tokens;
+        Ok(Response::new(pb::RefreshResponse {
+            access_token,
+            refresh_token,
+            expires_in,
+            token_type: TOKEN_TYPE.into(),
+            org_changed: refreshed.org_changed,
+        }))
+    }
+}
+
+/// `trellis.identity.v1.InvitationService`.
+#[derive(Debug, Clone)]
+pub struct InvitationApi {
+    identity: Arc<Identity>,
+}
+
+impl InvitationApi {
+    /// Handlers over the shared state.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl InvitationService for InvitationApi {
+    async fn create_invitation(
+        &self,
+        request: Request<pb::CreateInvitationRequest>,
+    ) -> Result<Response<pb::CreateInvitationResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let req = InvitationRequest {
+            role: pb::OrgRole::try_from(r.role).map(Role::from_proto).map_err(|_| r.role),
+            email: r.email,
+            team_ids: r.team_ids,
+            message: r.message,
+        };
+        let invitation = self.identity.create_invitation(&ctx, req).await?;
+        Ok(Response::new(pb::CreateInvitationResponse { invitation: Some(invitation_to_proto(&invitation)) }))
+    }
+}
+
+/// `trellis.identity.v1.TokenService`.
+#[derive(Debug, Clone)]
+pub struct TokenApi {
+    identity: Arc<Identity>,
+}
+
+impl TokenApi {
+    /// Handlers over the shared state.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+        Ok(Response::new(pb::GetJwksResponse { keys: self.identity.jwks().await? }))
+    }
+}

@@ -1,0 +1,145 @@
+//! Identity's own settings, on top of kit's shared [`trellis_kit::config::Config`] (which already
+//! holds the token issuer and audience, `JWT_ISSUER` and `JWT_AUDIENCE`).
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::Args;
+
+/// The development encryption key: base64 of `trellis-dev-identity-encryption!` (32 bytes).
+/// Fine on a laptop; a cell must set its own `IDENTITY_ENCRYPTION_KEY`.
+pub const DEV_ENCRYPTION_KEY: &str = "dHJlbGxpcy1kZXYtaWRlbnRpdHktZW5jcnlwdGlvbiE=";
+
+/// Settings of the identity service.
+#[derive(Clone, Args)]
+pub struct IdentityConfig {
+    /// AES-256-GCM key (32 bytes, base64) that encrypts identity's secrets at rest (private
+    /// signing keys). Each encrypted row records which key sealed it.
+    #[arg(
+        long = "identity-encryption-key",
+        env = "IDENTITY_ENCRYPTION_KEY",
+        default_value = DEV_ENCRYPTION_KEY,
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub encryption_key: String,
+
+    /// Public URL of the cell as browsers reach it; links in emails (invitations) start with it.
+    #[arg(long = "public-base-url", env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
+    pub public_base_url: String,
+
+    /// Lifetime of access tokens (`15m`, `900s`, ...).
+    #[arg(long = "access-token-ttl", env = "ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_ttl)]
+    pub access_token_ttl: Duration,
+
+    /// Lifetime of each refresh token (`30d`, `12h`, ...); every refresh issues a new one.
+    #[arg(long = "refresh-token-ttl", env = "REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_ttl)]
+    pub refresh_token_ttl: Duration,
+}
+
+impl std::fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("encryption_key", &"<redacted>")
+            .field("public_base_url", &self.public_base_url)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .finish()
+    }
+}
+
+impl IdentityConfig {
+    /// The settings from the environment alone (defaults for the rest), as the module reads them
+    /// at start. Invalid values are an error naming the variable.
+    pub fn from_env() -> anyhow::Result<Self> {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: IdentityConfig,
+        }
+        let config = <Wrapper as clap::Parser>::try_parse_from(["identity"])
+            .map_err(|e| anyhow::anyhow!("identity settings: {e}"))?
+            .config;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what clap cannot: the key's length, the URL's shape, TTL bounds.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let key = STANDARD
+            .decode(self.encryption_key.trim())
+            .map_err(|e| anyhow::anyhow!("IDENTITY_ENCRYPTION_KEY is not base64: {e}"))?;
+        anyhow::ensure!(key.len() == 32, "IDENTITY_ENCRYPTION_KEY must be 32 bytes, got {}", key.len());
+        anyhow::ensure!(
+            self.public_base_url.starts_with("http://") || self.public_base_url.starts_with("https://"),
+            "PUBLIC_BASE_URL must be an http(s) URL, got {:?}",
+            self.public_base_url
+        );
+        anyhow::ensure!(
+            self.access_token_ttl >= Duration::from_secs(1) && self.access_token_ttl <= Duration::from_secs(86_400),
+            "ACCESS_TOKEN_TTL must be between 1s and 24h"
+        );
+        anyhow::ensure!(self.refresh_token_ttl >= Duration::from_secs(1), "REFRESH_TOKEN_TTL must be at least 1s");
+        Ok(())
+    }
+
+    /// Whether the development key is in use.
+    pub fn uses_dev_key(&self) -> bool {
+        self.encryption_key.trim() == DEV_ENCRYPTION_KEY
+    }
+}
+
+/// Parses a duration: kit's units (`ms`, `s`, `m`, `h`) plus whole days (`30d`).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let duration = match s.strip_suffix('d') {
+        Some(days) => {
+            let days: u64 = days.trim().parse().map_err(|_| format!("invalid duration {s:?}"))?;
+            Duration::from_secs(days.checked_mul(86_400).ok_or_else(|| format!("duration {s:?} is too long"))?)
+        }
+        None => trellis_kit::config::parse_duration(s)?,
+    };
+    if duration.is_zero() {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_accept_days_and_kit_units() {
+        assert_eq!(parse_ttl("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("xd").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_the_dev_key() {
+        let config = IdentityConfig {
+            encryption_key: DEV_ENCRYPTION_KEY.into(),
+            public_base_url: "http://localhost:8080".into(),
+            access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(30 * 86_400),
+        };
+        config.validate().expect("defaults are valid");
+        assert!(config.uses_dev_key());
+        assert!(!format!("{config:?}").contains(DEV_ENCRYPTION_KEY));
+    }
+
+    #[test]
+    fn a_short_key_is_rejected() {
+        let config = IdentityConfig {
+            encryption_key: STANDARD.encode([0u8; 16]),
+            public_base_url: "http://localhost:8080".into(),
+            access_token_ttl: Duration::from_secs(900),
+            refresh_token_ttl: Duration::from_secs(60),
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Identity's integration tests: a real identity served over gRPC against the Postgres, Redis and
+//! RabbitMQ that `cargo xtask test` starts (see `trellis_kit::testing`).
+
+mod auth;
+mod common;
+mod invitations;
+mod jwks;
+mod tenancy;

@@ -1,0 +1,304 @@
+//! `cargo xtask dev`: the whole platform on this machine, with a demo organization.
+//!
+//! Postgres, Redis and RabbitMQ keep their data under `.trellis/` (or `$TRELLIS_DEV_DIR`) on fixed
+//! loopback ports; `trellis migrate` then `trellis serve all` run against them; the demo data is
+//! seeded through the public REST API. Ctrl-C, or `trellis` exiting, stops everything.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rustix::process::Signal;
+use serde_json::json;
+
+use crate::infra::{self, Binaries, Infra, Ports, Profile};
+use crate::proc::{self, Supervised};
+use crate::{cargo, http, repo_root};
+
+/// The public gateway.
+const GATEWAY: &str = "http://127.0.0.1:8080";
+/// The gateway's admin port.
+const GATEWAY_ADMIN: &str = "http://127.0.0.1:9060";
+/// Services in port order: gRPC 50061.., admin HTTP 9061.. (ARCHITECTURE §9).
+const SERVICES: [&str; 7] = ["identity", "permissions", "tasks", "crm", "documents", "finance", "notifications"];
+/// Password of every demo user.
+pub const DEMO_PASSWORD: &str = "demo-Garden-2025";
+/// The demo organization's owner.
+pub const DEMO_OWNER: &str = "alice@demo.trellis.dev";
+/// The second demo user.
+pub const DEMO_TEAMMATE: &str = "bob@demo.trellis.dev";
+/// Password of the per-service Postgres roles in dev.
+const SERVICE_DB_PASSWORD: &str = "trellis-dev";
+
+/// Options of `cargo xtask dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Start without seeding the demo organization.
+    #[arg(long)]
+    no_seed: bool,
+}
+
+/// Runs the platform until Ctrl-C.
+pub fn run(args: DevArgs) -> Result<ExitCode> {
+    let root = repo_root();
+    let dir = std::env::var_os("TRELLIS_DEV_DIR").map_or_else(|| root.join(".trellis"), PathBuf::from);
+    let bins = Binaries::ensure()?;
+    let ports = Ports::DEV;
+    let mut wanted = ports.named();
+    wanted.push(("gateway".into(), 8080));
+    wanted.push(("gateway admin".into(), 9060));
+    for (i, service) in SERVICES.iter().enumerate() {
+        wanted.push((format!("{service} gRPC"), 50061 + i as u16));
+        wanted.push((format!("{service} admin"), 9061 + i as u16));
+    }
+    infra::ensure_ports_free(&wanted)?;
+    proc::install_signal_handlers()?;
+
+    // The servers boot while cargo builds.
+    let mut infra = Infra::launch(bins, Profile::Dev, &dir, ports)?;
+    let Some(trellis_bin) = build_trellis(&root)? else { return Ok(ExitCode::SUCCESS) };
+    match infra.wait_ready() {
+        Err(_) if proc::stop_requested() => return Ok(ExitCode::SUCCESS),
+        result => result?,
+    }
+    infra.ensure_database("trellis")?;
+
+    let env = dev_env(&infra);
+    eprintln!("xtask: migrating");
+    let status = proc::run_foreground(Command::new(&trellis_bin).arg("migrate").envs(env.clone()))?;
+    if proc::stop_requested() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !status.success() {
+        bail!("`trellis migrate` failed ({status})");
+    }
+
+    eprintln!("xtask: starting trellis serve all");
+    let mut serve = Command::new(&trellis_bin);
+    serve.args(["serve", "all"]).envs(env);
+    // `trellis` drains for up to SHUTDOWN_GRACE (20 s) after SIGINT.
+    let mut trellis = Supervised::spawn("trellis", &mut serve, None, Signal::INT, Duration::from_secs(30))?;
+
+    let outcome = supervise(&mut infra, &mut trellis, args.no_seed);
+    if trellis.exited().is_none() {
+        eprintln!("xtask: stopping trellis");
+    }
+    trellis.stop();
+    infra.stop();
+    outcome
+}
+
+/// Waits for the gateway, seeds, prints the banner, then waits for Ctrl-C or a failure.
+fn supervise(infra: &mut Infra, trellis: &mut Supervised, no_seed: bool) -> Result<ExitCode> {
+    let gateway_up = wait_for_gateway(infra, trellis)?;
+    let Some(gateway_up) = gateway_up else { return Ok(ExitCode::SUCCESS) };
+    let seeded = match (gateway_up, no_seed) {
+        (_, true) => "not seeded (--no-seed)".to_string(),
+        (false, _) => format!("not seeded: the gateway does not answer {GATEWAY}/healthz"),
+        (true, false) => match seed(GATEWAY) {
+            Ok(report) => report,
+            Err(e) => format!("seeding failed: {e:#}"),
+        },
+    };
+    print_banner(infra, &seeded);
+
+    loop {
+        if proc::stop_requested() {
+            eprintln!("\nxtask: stopping");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(status) = trellis.exited() {
+            eprintln!("xtask: trellis exited ({status}); stopping the servers");
+            return Ok(ExitCode::FAILURE);
+        }
+        if let Some(failure) = infra.failed() {
+            eprintln!("xtask: {failure}");
+            return Ok(ExitCode::FAILURE);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `Some(true)` once the gateway answers `/healthz` (and `/readyz`, where served); `Some(false)`
+/// when every service is healthy but the gateway still does not answer; `None` on Ctrl-C.
+fn wait_for_gateway(infra: &mut Infra, trellis: &mut Supervised) -> Result<Option<bool>> {
+    let start = Instant::now();
+    let mut services_healthy_since: Option<Instant> = None;
+    loop {
+        if proc::stop_requested() {
+            return Ok(None);
+        }
+        if let Some(status) = trellis.exited() {
+            bail!("trellis exited during start-up ({status}); its output is above");
+        }
+        if let Some(failure) = infra.failed() {
+            bail!("{failure}");
+        }
+        if healthy(&format!("{GATEWAY}/healthz")) {
+            // Register needs the route table, which `/readyz` reports; a gateway without
+            // `/readyz` (404) is taken as ready.
+            let ready_deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < ready_deadline && !proc::stop_requested() {
+                match http::get(&format!("{GATEWAY}/readyz"), Duration::from_secs(2)) {
+                    Ok(r) if r.status == 200 || r.status == 404 => break,
+                    _ => std::thread::sleep(Duration::from_millis(500)),
+                }
+            }
+            eprintln!("xtask: gateway up ({:.1} s)", start.elapsed().as_secs_f32());
+            return Ok(Some(true));
+        }
+        let all_services = SERVICES.iter().enumerate().all(|(i, _)| healthy(&admin_url(i, "healthz")));
+        match (all_services, services_healthy_since) {
+            (true, None) => services_healthy_since = Some(Instant::now()),
+            (true, Some(since)) if since.elapsed() > Duration::from_secs(15) => {
+                eprintln!("xtask: every service answers /healthz but the gateway does not; continuing without it");
+                return Ok(Some(false));
+            }
+            (false, _) => services_healthy_since = None,
+            _ => {}
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("the services did not become healthy within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn healthy(url: &str) -> bool {
+    http::get(url, Duration::from_secs(2)).is_ok_and(|r| r.status == 200)
+}
+
+fn admin_url(index: usize, path: &str) -> String {
+    format!("http://127.0.0.1:{}/{path}", 9061 + index)
+}
+
+/// Builds the `trellis` binary and returns its path (`None` when interrupted).
+fn build_trellis(root: &Path) -> Result<Option<PathBuf>> {
+    eprintln!("xtask: building trellis");
+    let status = proc::run_foreground(cargo().current_dir(root).args(["build", "-p", "trellis"]))?;
+    if proc::stop_requested() {
+        return Ok(None);
+    }
+    if !status.success() {
+        bail!("`cargo build -p trellis` failed ({status})");
+    }
+    Ok(Some(target_dir(root)?.join("debug").join("trellis")))
+}
+
+/// The workspace's target directory, as cargo resolves it (CARGO_TARGET_DIR, config files).
+fn target_dir(root: &Path) -> Result<PathBuf> {
+    let out = cargo()
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"].as_str().map(PathBuf::from).context("cargo metadata has no target_directory")
+}
+
+/// The environment `trellis migrate` and `trellis serve` read.
+fn dev_env(infra: &Infra) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", infra.postgres_url("trellis")),
+        ("SERVICE_DB_PASSWORD", SERVICE_DB_PASSWORD.to_string()),
+        ("REDIS_URL", infra.redis_url()),
+        ("AMQP_URL", infra.amqp_url()),
+        ("LOG_FORMAT", "text".to_string()),
+        ("GATEWAY_LISTEN", "127.0.0.1:8080".to_string()),
+        ("GATEWAY_ADMIN_LISTEN", "127.0.0.1:9060".to_string()),
+        ("BIND_HOST", "127.0.0.1".to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .into()
+}
+
+/// Seeds the demo organization through the public REST API, the way a user would sign up.
+/// Re-running is harmless: a 409 means the user is already there. Returns a summary.
+pub fn seed(gateway: &str) -> Result<String> {
+    let owner = seed_owner(gateway)?;
+    let teammate = seed_teammate(gateway)?;
+    Ok(format!("{owner}; {teammate}"))
+}
+
+/// Alice registers; registration creates the organization "Demo" with her as its owner.
+fn seed_owner(gateway: &str) -> Result<String> {
+    let created = register(
+        gateway,
+        json!({
+            "email": DEMO_OWNER,
+            "password": DEMO_PASSWORD,
+            "first_name": "Alice",
+            "last_name": "Demo",
+            "organization_name": "Demo",
+        }),
+    )?;
+    Ok(if created { "created Alice and the Demo organization" } else { "Alice already seeded" }.to_string())
+}
+
+/// Bob, the second demo user, who signs up with a workspace of his own. Joining Demo instead takes
+/// an invitation from Alice, whose token reaches Bob only by email (the `identity.invitation.sent`
+/// event), so the public API alone cannot complete it.
+fn seed_teammate(gateway: &str) -> Result<String> {
+    let created = register(
+        gateway,
+        json!({
+            "email": DEMO_TEAMMATE,
+            "password": DEMO_PASSWORD,
+            "first_name": "Bob",
+            "last_name": "Demo",
+        }),
+    )?;
+    Ok(if created { "created Bob" } else { "Bob already seeded" }.to_string())
+}
+
+/// `POST /api/v1/auth/register`: `true` when created, `false` when the user already exists (409).
+/// Retries while the gateway reports 502/503 (backends still starting).
+fn register(gateway: &str, body: serde_json::Value) -> Result<bool> {
+    let url = format!("{gateway}/api/v1/auth/register");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = http::post_json(&url, &body, Duration::from_secs(10))?;
+        match response.status {
+            200 | 201 => return Ok(true),
+            409 => return Ok(false),
+            502 | 503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            status => bail!("POST {url} answered {status}: {}", response.body),
+        }
+    }
+}
+
+fn print_banner(infra: &Infra, seeded: &str) {
+    let ports = |base: usize| -> String {
+        SERVICES.iter().enumerate().map(|(i, name)| format!("{name} {}", base + i)).collect::<Vec<_>>().join(", ")
+    };
+    let ports_in_use = infra.ports;
+    println!(
+        r#"
+Trellis is running. Press Ctrl-C to stop everything.
+
+  Gateway     {GATEWAY}   (admin {GATEWAY_ADMIN}: /healthz /readyz /metrics)
+  REST        curl -s {GATEWAY}/api/v1/auth/login -H 'content-type: application/json' \
+                -d '{{"email":"{DEMO_OWNER}","password":"{DEMO_PASSWORD}"}}'
+              curl -s {GATEWAY}/api/v1/tasks -H "authorization: Bearer $ACCESS_TOKEN"
+  gRPC        127.0.0.1: {grpc}
+  Admin HTTP  127.0.0.1: {admin} (/healthz /readyz /metrics)
+  Postgres    {pg}   (psql {pg})
+  Redis       {redis}   (redis-cli -p {redis_port})
+  RabbitMQ    {amqp}
+  Demo users  {DEMO_OWNER} (owner of "Demo") and {DEMO_TEAMMATE}, password {DEMO_PASSWORD}
+              ({seeded})
+  Data, logs  {dir} (servers' logs in logs/; delete the directory to start over)
+"#,
+        grpc = ports(50061),
+        admin = ports(9061),
+        pg = infra.postgres_url("trellis"),
+        redis = infra.redis_url(),
+        redis_port = ports_in_use.redis,
+        amqp = infra.amqp_url(),
+        dir = infra.dir().display(),
+    );
+}
