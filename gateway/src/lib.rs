@@ -78,9 +78,6 @@ pub struct GatewayConfig {
     /// Upper bound of every deadline, including those clients ask for with `grpc-timeout`.
     #[arg(long = "max-deadline", env = "MAX_DEADLINE", default_value = "60s", value_parser = parse_duration)]
     pub max_deadline: Duration,
-    /// The URL clients reach the gateway at; its origin is trusted for browser flows.
-    #[arg(long = "public-base-url", env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
-    pub public_base_url: String,
 }
 
 impl GatewayConfig {

@@ -96,7 +96,7 @@ fn supervise(infra: &mut Infra, trellis: &mut Supervised, no_seed: bool) -> Resu
     let seeded = match (gateway_up, no_seed) {
         (_, true) => "not seeded (--no-seed)".to_string(),
         (false, _) => format!("not seeded: the gateway does not answer {GATEWAY}/healthz"),
-        (true, false) => match seed(GATEWAY) {
+        (true, false) => match seed(GATEWAY, infra) {
             Ok(report) => report,
             Err(e) => format!("seeding failed: {e:#}"),
         },
@@ -218,9 +218,9 @@ fn dev_env(infra: &Infra) -> Vec<(String, String)> {
 
 /// Seeds the demo organization through the public REST API, the way a user would sign up.
 /// Re-running is harmless: a 409 means the user is already there. Returns a summary.
-pub fn seed(gateway: &str) -> Result<String> {
+pub fn seed(gateway: &str, infra: &Infra) -> Result<String> {
     let owner = seed_owner(gateway)?;
-    let teammate = seed_teammate(gateway)?;
+    let teammate = seed_teammate(gateway, infra)?;
     Ok(format!("{owner}; {teammate}"))
 }
 
@@ -239,10 +239,43 @@ fn seed_owner(gateway: &str) -> Result<String> {
     Ok(if created { "created Alice and the Demo organization" } else { "Alice already seeded" }.to_string())
 }
 
-/// Bob, the second demo user, who signs up with a workspace of his own. Joining Demo instead takes
-/// an invitation from Alice, whose token reaches Bob only by email (the `identity.invitation.sent`
-/// event), so the public API alone cannot complete it.
-fn seed_teammate(gateway: &str) -> Result<String> {
+/// Bob joins Demo the way a teammate does: Alice invites him, and he registers with the
+/// invitation's token. The token travels only inside the `identity.invitation.sent` event (the
+/// invitation email's link), so the seed reads that link from identity's outbox, as the mailer
+/// would receive it.
+fn seed_teammate(gateway: &str, infra: &Infra) -> Result<String> {
+    let login = http::post_json(
+        &format!("{gateway}/api/v1/auth/login"),
+        &json!({"email": DEMO_OWNER, "password": DEMO_PASSWORD}),
+        Duration::from_secs(10),
+    )?;
+    if login.status != 200 {
+        bail!("logging in as {DEMO_OWNER} answered {}: {}", login.status, login.body);
+    }
+    let token = serde_json::from_str::<serde_json::Value>(&login.body)?["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("the login response has no access_token"))?;
+    let invited = http::post_json_authorized(
+        &format!("{gateway}/api/v1/invitations"),
+        &token,
+        &json!({"email": DEMO_TEAMMATE, "role": "member"}),
+        Duration::from_secs(10),
+    )?;
+    match invited.status {
+        200 | 201 => {}
+        // ALREADY_MEMBER: seeded on an earlier run. INVITATION_PENDING: the link is in the outbox.
+        409 if invited.body.contains("ALREADY_MEMBER") => return Ok("Bob already seeded".to_string()),
+        409 => {}
+        status => bail!("inviting {DEMO_TEAMMATE} answered {status}: {}", invited.body),
+    }
+    let envelope = infra.query(
+        "trellis",
+        "select encode(envelope, 'escape') from identity.outbox \
+         where event_type = 'identity.invitation.sent' order by created_at desc limit 1",
+    )?;
+    let invitation_token =
+        invitation_token(&envelope).ok_or_else(|| anyhow::anyhow!("no invitation link found in identity's outbox"))?;
     let created = register(
         gateway,
         json!({
@@ -250,9 +283,26 @@ fn seed_teammate(gateway: &str) -> Result<String> {
             "password": DEMO_PASSWORD,
             "first_name": "Bob",
             "last_name": "Demo",
+            "invitation_token": invitation_token,
         }),
     )?;
-    Ok(if created { "created Bob" } else { "Bob already seeded" }.to_string())
+    Ok(if created { "Bob joined Demo through an invitation" } else { "Bob already seeded" }.to_string())
+}
+
+/// Length of an invitation token: 32 random bytes in unpadded base64url.
+const INVITATION_TOKEN_LEN: usize = 43;
+
+/// The token of the first invitation link (`…/invitations/accept?token=<base64url>`) in `text`.
+/// The link is followed by other protobuf fields whose tag bytes may be printable, so exactly the
+/// token's length is taken.
+fn invitation_token(text: &str) -> Option<String> {
+    let start = text.find("accept?token=")? + "accept?token=".len();
+    let token: String = text[start..]
+        .chars()
+        .take(INVITATION_TOKEN_LEN)
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    (token.len() == INVITATION_TOKEN_LEN).then_some(token)
 }
 
 /// `POST /api/v1/auth/register`: `true` when created, `false` when the user already exists (409).
@@ -289,7 +339,7 @@ Trellis is running. Press Ctrl-C to stop everything.
   Postgres    {pg}   (psql {pg})
   Redis       {redis}   (redis-cli -p {redis_port})
   RabbitMQ    {amqp}
-  Demo users  {DEMO_OWNER} (owner of "Demo") and {DEMO_TEAMMATE}, password {DEMO_PASSWORD}
+  Demo users  {DEMO_OWNER} (owner of "Demo") and {DEMO_TEAMMATE} (member), password {DEMO_PASSWORD}
               ({seeded})
   Data, logs  {dir} (servers' logs in logs/; delete the directory to start over)
 "#,
@@ -301,4 +351,19 @@ Trellis is running. Press Ctrl-C to stop everything.
         amqp = infra.amqp_url(),
         dir = infra.dir().display(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::invitation_token;
+
+    #[test]
+    fn the_invitation_token_is_read_from_the_escaped_envelope() {
+        let token = "Ab-9_xZ".repeat(6) + "q";
+        let escaped = format!(r"\022\001\000http://localhost:8080/invitations/accept?token={token}2B\032\010rest");
+        assert_eq!(invitation_token(&escaped), Some(token));
+        assert_eq!(invitation_token("accept?token=short\\000"), None);
+        assert_eq!(invitation_token("no link here"), None);
+        assert_eq!(invitation_token("accept?token=\\000"), None);
+    }
 }

@@ -18,15 +18,20 @@ pub struct Response {
 
 /// `GET url`.
 pub fn get(url: &str, timeout: Duration) -> Result<Response> {
-    request("GET", url, None, timeout)
+    request("GET", url, None, None, timeout)
 }
 
 /// `POST url` with a JSON body.
 pub fn post_json(url: &str, body: &serde_json::Value, timeout: Duration) -> Result<Response> {
-    request("POST", url, Some(body.to_string()), timeout)
+    request("POST", url, Some(body.to_string()), None, timeout)
 }
 
-fn request(method: &str, url: &str, body: Option<String>, timeout: Duration) -> Result<Response> {
+/// `POST url` with a JSON body and a bearer token.
+pub fn post_json_authorized(url: &str, token: &str, body: &serde_json::Value, timeout: Duration) -> Result<Response> {
+    request("POST", url, Some(body.to_string()), Some(token), timeout)
+}
+
+fn request(method: &str, url: &str, body: Option<String>, token: Option<&str>, timeout: Duration) -> Result<Response> {
     let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
     let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
     let addr = authority
@@ -40,6 +45,9 @@ fn request(method: &str, url: &str, body: Option<String>, timeout: Duration) -> 
 
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     if let Some(body) = &body {
         head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }

@@ -620,6 +620,22 @@ impl Infra {
         &self.dir
     }
 
+    /// Runs one SQL statement with psql as the owner and returns its unaligned output.
+    pub fn query(&self, database: &str, sql: &str) -> Result<String> {
+        let port = self.ports.postgres.to_string();
+        let out = Command::new(self.bins.pg("psql"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", database, "-tAX", "-v", "ON_ERROR_STOP=1"])
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null())
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Creates `database` if it does not exist.
     pub fn ensure_database(&self, database: &str) -> Result<()> {
         let port = self.ports.postgres.to_string();

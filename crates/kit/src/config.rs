@@ -54,6 +54,11 @@ pub struct Config {
     #[arg(long, env = "JWT_AUDIENCE", default_value = "trellis")]
     pub jwt_audience: String,
 
+    /// The URL browsers reach the cell at (the gateway); links in emails start with it, and its
+    /// origin is trusted for browser flows.
+    #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
+    pub public_base_url: String,
+
     /// Secret of the cell: signs page tokens and blob URLs. At least 32 bytes in production.
     #[arg(long, env = "CELL_SECRET", default_value = "trellis-dev-cell-secret-change-me!", hide_default_value = true)]
     pub cell_secret: String,

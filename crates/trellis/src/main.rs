@@ -29,6 +29,8 @@ enum Command {
         #[command(flatten)]
         config: Config,
         #[command(flatten)]
+        identity: trellis_identity::IdentityConfig,
+        #[command(flatten)]
         gateway: trellis_gateway::GatewayConfig,
     },
     /// Inspect or replay a consumer's dead letters, e.g. `trellis dead-letters notifications.tasks --replay`.
@@ -121,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { services, config, gateway } => {
+        Command::Serve { services, config, identity, gateway } => {
             let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
             let config = Arc::new(config);
             let shutdown = CancellationToken::new();
@@ -140,7 +142,11 @@ async fn main() -> anyhow::Result<()> {
                     )));
                     continue;
                 }
-                let module = trellis::module(&name).ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?;
+                let module = if name == "identity" {
+                    trellis_identity::module_with(Some(identity.clone()))
+                } else {
+                    trellis::module(&name).ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?
+                };
                 let (grpc_addr, admin_addr) = config.service_addrs(&name)?;
                 let running = trellis_kit::grpc::launch(trellis_kit::grpc::Launch {
                     module,

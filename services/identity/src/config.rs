@@ -25,8 +25,9 @@ pub struct IdentityConfig {
     )]
     pub encryption_key: String,
 
-    /// Public URL of the cell as browsers reach it; links in emails (invitations) start with it.
-    #[arg(long = "public-base-url", env = "PUBLIC_BASE_URL", default_value = "http://localhost:8080")]
+    /// Public URL of the cell (kit's `PUBLIC_BASE_URL`), set when the module starts; links in
+    /// emails (invitations) start with it.
+    #[arg(skip)]
     pub public_base_url: String,
 
     /// Lifetime of access tokens (`15m`, `900s`, ...).
@@ -50,8 +51,8 @@ impl std::fmt::Debug for IdentityConfig {
 }
 
 impl IdentityConfig {
-    /// The settings from the environment alone (defaults for the rest), as the module reads them
-    /// at start. Invalid values are an error naming the variable.
+    /// The settings from the environment alone (defaults for the rest), for tests and callers
+    /// that do not parse a command line. [`IdentityConfig::validate`] runs when the module starts.
     pub fn from_env() -> anyhow::Result<Self> {
         #[derive(clap::Parser)]
         struct Wrapper {
@@ -61,7 +62,6 @@ impl IdentityConfig {
         let config = <Wrapper as clap::Parser>::try_parse_from(["identity"])
             .map_err(|e| anyhow::anyhow!("identity settings: {e}"))?
             .config;
-        config.validate()?;
         Ok(config)
     }
 

@@ -51,14 +51,22 @@ pub use config::IdentityConfig;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// The identity module.
-///
-/// Identity's own settings ([`IdentityConfig`]) are read from the environment when the module
-/// starts, so the signature stays the same as every other module's.
+/// The identity module, with its settings ([`IdentityConfig`]) read from the environment.
 pub fn module() -> Module {
+    module_with(None)
+}
+
+/// The identity module with settings parsed by the caller (`trellis serve` flattens
+/// [`IdentityConfig`] into its command line, so `--help` documents them).
+pub fn module_with(settings: Option<IdentityConfig>) -> Module {
     Module::new("identity", &MIGRATOR, |runtime| {
         Box::pin(async move {
-            let settings = IdentityConfig::from_env()?;
+            let mut settings = match settings {
+                Some(settings) => settings,
+                None => IdentityConfig::from_env()?,
+            };
+            settings.public_base_url = runtime.config.public_base_url.clone();
+            settings.validate()?;
             let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
             Ok(Service::new()
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
