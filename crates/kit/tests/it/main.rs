@@ -5,5 +5,8 @@
 //! - `events`: the outbox relay and consumers, end to end through a throwaway `evtest` module
 //!   (schema in `migrations/`): delivery after commit and in order, broker outages, redelivery,
 //!   poison messages and the dead-letter queue.
+//! - `server`: what `kit::grpc::launch` serves: health, the request context, metrics on the admin
+//!   port, graceful shutdown.
 
 mod events;
+mod server;
