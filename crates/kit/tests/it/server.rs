@@ -163,3 +163,32 @@ async fn shutdown_lets_in_flight_calls_finish_then_stops() {
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "the module stops cleanly: {stopped:?}");
     assert!(tokio::net::TcpStream::connect(running.grpc_addr).await.is_err(), "the port is closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services_and_describes_the_contract() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let cell = cell().await;
+    let mut client = ServerReflectionClient::new(cell.channel("evtest").await);
+    let requests =
+        [MessageRequest::ListServices(String::new()), MessageRequest::FileContainingSymbol(SERVICE.to_string())]
+            .map(|m| ServerReflectionRequest { host: String::new(), message_request: Some(m) });
+    let mut responses =
+        client.server_reflection_info(tokio_stream::iter(requests)).await.expect("reflection stream").into_inner();
+
+    let listed = responses.message().await.expect("a response").expect("list services");
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("unexpected response {listed:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == SERVICE), "{names:?}");
+
+    let described = responses.message().await.expect("a response").expect("file of the service");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = described.message_response else {
+        panic!("unexpected response {described:?}")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
