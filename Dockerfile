@@ -23,11 +23,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && install -D -m 0755 target/release/trellis /out/trellis
 
 # ---- tilt (development only: `tilt up` copies a host-built binary into a shell-capable image) ---
+# The binary lives in /app, owned by the runtime user, so live updates can replace it.
 FROM debian:${DEBIAN_RELEASE}-slim AS tilt
-RUN useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin trellis
-COPY .tilt/trellis /usr/local/bin/trellis
+RUN useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin trellis \
+    && install -d -o 65532 -g 65532 /app
+COPY --chown=65532:65532 .tilt/trellis /app/trellis
 USER 65532:65532
-ENTRYPOINT ["/usr/local/bin/trellis"]
+ENTRYPOINT ["/app/trellis"]
 
 # ---- runtime -----------------------------------------------------------------------------------
 # distroless/cc: glibc, libgcc and CA certificates; the `nonroot` tag runs as UID/GID 65532.
