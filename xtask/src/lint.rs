@@ -1,4 +1,5 @@
-//! `cargo xtask lint`: rustfmt, clippy with warnings denied, and `buf lint` of the contracts.
+//! `cargo xtask lint`: rustfmt, clippy with warnings denied, `buf lint` of the contracts, and the
+//! deployment checks of `cargo xtask chart`.
 //!
 //! Every check runs even when an earlier one fails, so one run shows every problem.
 
@@ -42,6 +43,15 @@ pub fn run() -> Result<ExitCode> {
             .stdin(Stdio::null());
         if !check("buf lint", &mut buf)? {
             failed.push("buf lint");
+        }
+    }
+
+    match crate::chart::run(&crate::chart::ChartArgs::default()) {
+        Ok(code) if code == ExitCode::SUCCESS => {}
+        Ok(_) => failed.push("chart"),
+        Err(e) => {
+            eprintln!("xtask: chart: {e:#}");
+            failed.push("chart");
         }
     }
 

@@ -4,11 +4,13 @@
 //! - `dev`: Postgres, Redis and RabbitMQ under `.trellis/`, `trellis migrate`, `trellis serve all`,
 //!   a demo organization, until Ctrl-C.
 //! - `test`: the same servers on free ports in a temporary directory, then the whole test suite.
-//! - `lint`: rustfmt, clippy and `buf lint`.
+//! - `lint`: rustfmt, clippy, `buf lint` and the chart checks.
+//! - `chart`: the Helm chart, Dockerfile and `k8s/` checked offline (lint, render, schemas, pytest).
 //! - `bench`: the benchmark suite (none defined yet).
 //! - `infra`: starting, probing and stopping the servers; `proc`: child processes and signals;
 //!   `http`: a tiny HTTP/1.1 client for health checks and the seed.
 
+mod chart;
 mod dev;
 mod http;
 mod infra;
@@ -45,8 +47,13 @@ enum Cmd {
     /// TRELLIS_TEST_REDIS_URL and TRELLIS_TEST_AMQP_URL. The runner is `cargo nextest run` when
     /// cargo-nextest is installed (then doc tests run too), else `cargo test`.
     Test(test::TestArgs),
-    /// Check formatting (rustfmt), lints (clippy, warnings denied) and the protos (buf lint via npx).
+    /// Check formatting (rustfmt), lints (clippy, warnings denied), the protos (buf lint via npx)
+    /// and the deployment (`cargo xtask chart`).
     Lint,
+    /// Check the deployment without a cluster: lint the Helm chart, render it for several module
+    /// combinations, validate every object against the Kubernetes JSON schemas, and run the
+    /// assertions in helm/tests (pytest, in a virtualenv under the target directory).
+    Chart(chart::ChartArgs),
     /// Run the benchmark suite (none is defined yet).
     Bench,
 }
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::Dev(args) => dev::run(args),
         Cmd::Test(args) => test::run(args),
         Cmd::Lint => lint::run(),
+        Cmd::Chart(args) => chart::run(&args),
         Cmd::Bench => {
             eprintln!("xtask: no benchmarks are defined yet");
             Ok(ExitCode::SUCCESS)
