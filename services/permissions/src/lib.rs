@@ -1,13 +1,21 @@
 //! Permissions: the bounded context of `../shared/spec/permissions.md`.
 //!
 //! # Layout
-//! - `module()`: what the `trellis` binary serves. For now the context has its schema (with
-//!   kit's outbox and inbox) and no gRPC services yet; `trellis serve permissions` runs health,
-//!   reflection, the outbox relay and the admin port.
+//! - [`schema`]: the schema language (parser with line/column errors, validation, merging of
+//!   module schemas, generated custom-role hooks).
+//! - [`eval`]: the evaluator (Check with memoisation, cycle handling and a depth limit; Expand;
+//!   LookupResources; LookupSubjects) over a [`eval::TupleReader`].
+//! - `module()`: what the `trellis` binary serves. The gRPC API is not wired yet;
+//!   `trellis serve permissions` runs health, reflection, the outbox relay and the admin port.
+
+pub mod schema;
 
 use trellis_kit::{Module, Service};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// This module's own schema: the `role` definition of custom roles.
+pub const SCHEMA: &str = include_str!("../schema.zed");
 
 /// The permissions module.
 pub fn module() -> Module {
