@@ -8,7 +8,10 @@
 //! - `module()`: what the `trellis` binary serves. The gRPC API is not wired yet;
 //!   `trellis serve permissions` runs health, reflection, the outbox relay and the admin port.
 
+pub mod eval;
 pub mod schema;
+#[cfg(test)]
+mod suite;
 
 use trellis_kit::{Module, Service};
 
