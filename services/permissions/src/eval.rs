@@ -148,6 +148,25 @@ pub trait TupleReader: Send {
     ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send;
 }
 
+impl<R: TupleReader> TupleReader for &mut R {
+    fn read(
+        &mut self,
+        ty: &str,
+        ids: &[String],
+        relation: &str,
+    ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send {
+        (**self).read(ty, ids, relation)
+    }
+
+    fn read_by_subject(
+        &mut self,
+        ty: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send {
+        (**self).read_by_subject(ty, ids)
+    }
+}
+
 /// An in-memory relationship set (tests, the reference evaluator, validation files).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {

@@ -5,11 +5,15 @@
 //!   module schemas, generated custom-role hooks).
 //! - [`eval`]: the evaluator (Check with memoisation, cycle handling and a depth limit; Expand;
 //!   LookupResources; LookupSubjects) over a [`eval::TupleReader`].
+//! - [`store`]: Postgres storage (migrations `0002_relationships.sql`): snapshot reads,
+//!   validated all-or-nothing writes with preconditions, per-org revisions, the changelog and
+//!   consistency tokens.
 //! - `module()`: what the `trellis` binary serves. The gRPC API is not wired yet;
 //!   `trellis serve permissions` runs health, reflection, the outbox relay and the admin port.
 
 pub mod eval;
 pub mod schema;
+pub mod store;
 #[cfg(test)]
 mod suite;
 
@@ -19,6 +23,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// This module's own schema: the `role` definition of custom roles.
 pub const SCHEMA: &str = include_str!("../schema.zed");
+
+/// The embedded migrations (for tests and tools that migrate without serving).
+pub fn migrator() -> &'static sqlx::migrate::Migrator {
+    &MIGRATOR
+}
 
 /// The permissions module.
 pub fn module() -> Module {
