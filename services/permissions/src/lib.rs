@@ -8,10 +8,13 @@
 //! - [`store`]: Postgres storage (migrations `0002_relationships.sql`): snapshot reads,
 //!   validated all-or-nothing writes with preconditions, per-org revisions, the changelog and
 //!   consistency tokens.
+//! - [`registry`]: schema registration: validation against the other modules and the stored
+//!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
 //! - `module()`: what the `trellis` binary serves. The gRPC API is not wired yet;
 //!   `trellis serve permissions` runs health, reflection, the outbox relay and the admin port.
 
 pub mod eval;
+pub mod registry;
 pub mod schema;
 pub mod store;
 #[cfg(test)]
