@@ -10,9 +10,10 @@
 //!   consistency tokens.
 //! - [`registry`]: schema registration: validation against the other modules and the stored
 //!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
-//! - `module()`: what the `trellis` binary serves. The gRPC API is not wired yet;
-//!   `trellis serve permissions` runs health, reflection, the outbox relay and the admin port.
+//! - [`api`]: the gRPC handlers (SchemaService, RelationshipService, CheckService).
+//! - `module()`: what the `trellis` binary serves.
 
+pub mod api;
 pub mod eval;
 pub mod registry;
 pub mod schema;
@@ -34,5 +35,16 @@ pub fn migrator() -> &'static sqlx::migrate::Migrator {
 
 /// The permissions module.
 pub fn module() -> Module {
-    Module::new("permissions", &MIGRATOR, |_runtime| Box::pin(async { Ok(Service::new()) }))
+    Module::new("permissions", &MIGRATOR, |runtime| {
+        Box::pin(async move {
+            use trellis_proto::trellis::permissions::v1::check_service_server::CheckServiceServer;
+            use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipServiceServer;
+            use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaServiceServer;
+            let api = api::PermissionsApi::new(runtime.db.clone());
+            Ok(Service::new()
+                .grpc(SchemaServiceServer::new(api.clone()))
+                .grpc(RelationshipServiceServer::new(api.clone()))
+                .grpc(CheckServiceServer::new(api)))
+        })
+    })
 }
