@@ -251,9 +251,11 @@ impl RelationshipService for PermissionsApi {
                 Ok(proto::Operation::Create) => Operation::Create,
                 Ok(proto::Operation::Delete) => Operation::Delete,
                 _ => {
-                    return Err(
-                        Error::validation(format!("updates[{i}].operation"), "must be TOUCH, CREATE or DELETE").into()
-                    );
+                    return Err(Error::validation(
+                        format!("updates[{i}].operation"),
+                        "must be TOUCH, CREATE or DELETE",
+                    )
+                    .into());
                 }
             };
             let f = format!("updates[{i}].relationship");

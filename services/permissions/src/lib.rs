@@ -35,7 +35,7 @@ pub fn migrator() -> &'static sqlx::migrate::Migrator {
 
 /// The permissions module.
 pub fn module() -> Module {
-    Module::new("permissions", &MIGRATOR, |runtime| {
+    let module = Module::new("permissions", &MIGRATOR, |runtime| {
         Box::pin(async move {
             use trellis_proto::trellis::permissions::v1::check_service_server::CheckServiceServer;
             use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipServiceServer;
@@ -46,5 +46,6 @@ pub fn module() -> Module {
                 .grpc(RelationshipServiceServer::new(api.clone()))
                 .grpc(CheckServiceServer::new(api)))
         })
-    })
+    });
+    module.with_schema(SCHEMA)
 }

@@ -13,7 +13,7 @@ use trellis_proto::trellis::permissions::v1::schema_service_client::SchemaServic
 
 use super::*;
 
-fn service_token(cell: &TestCell, service: &str, org: Uuid) -> String {
+pub(crate) fn service_token(cell: &TestCell, service: &str, org: Uuid) -> String {
     let now = chrono_now();
     cell.keys.sign(&Claims {
         iss: cell.config.jwt_issuer.clone(),

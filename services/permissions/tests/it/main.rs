@@ -261,4 +261,5 @@ async fn subject_sets_are_read_in_bulk_from_postgres() {
 }
 
 mod grpc;
+mod kit_authz;
 mod registry;
