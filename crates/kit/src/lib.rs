@@ -6,6 +6,8 @@
 //! - [`db`]: the service pool (its own role), [`db::Db::tenant_tx`] with `SET LOCAL app.org_id`,
 //!   and [`db::migrate`] (role, schema, kit tables, the service's migrations, grants).
 //! - [`auth`]: EdDSA access-token verification against identity's JWKS.
+//! - [`authz`]: the permissions client (check, check_bulk, lookup_resources, touch/delete) and
+//!   schema registration with retry.
 //! - [`context`]: [`RequestContext`], who is calling for which organization.
 //! - [`error`]: [`Error`], one type mapped to `tonic::Status` with ErrorInfo/BadRequest/RetryInfo.
 //! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
@@ -17,6 +19,7 @@
 //! inside [`db::Db::tenant_tx`] → events staged in the same transaction → relay → RabbitMQ.
 
 pub mod auth;
+pub mod authz;
 pub mod config;
 pub mod context;
 pub mod db;

@@ -29,6 +29,9 @@ pub struct Module {
     pub name: &'static str,
     /// Its embedded migrations (`sqlx::migrate!()`), applied after kit's tables.
     pub migrator: &'static Migrator,
+    /// The module's authorization schema (`schema.zed`), registered with the permissions service
+    /// at start-up (see [`crate::authz::Authz::register_schema`]).
+    pub schema: Option<&'static str>,
     start: Box<dyn FnOnce(Runtime) -> StartFuture + Send>,
 }
 
@@ -45,7 +48,13 @@ impl Module {
         migrator: &'static Migrator,
         start: impl FnOnce(Runtime) -> StartFuture + Send + 'static,
     ) -> Self {
-        Self { name, migrator, start: Box::new(start) }
+        Self { name, migrator, schema: None, start: Box::new(start) }
+    }
+
+    /// Declares the module's `schema.zed` (`include_str!("../schema.zed")`).
+    pub fn with_schema(mut self, schema: &'static str) -> Self {
+        self.schema = Some(schema);
+        self
     }
 
     /// Builds the module's service from its runtime.

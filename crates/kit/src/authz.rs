@@ -1,0 +1,248 @@
+//! `kit::authz`: the thin client every service uses to ask the permissions service
+//! (`trellis.permissions.v1`), and the schema registration of a module at start-up.
+//!
+//! The permissions gRPC API accepts service principals only, acting in an org. The client
+//! therefore takes a [`Credentials`] source that returns a `service:<name>` token for an org
+//! (identity's IssueServiceToken in a cell; a test key in tests) and sends it with every call.
+//! Consistency: pass the newest `written_at` you hold as `at_least_as_fresh` to read your writes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+use trellis_proto::trellis::permissions::v1 as pb;
+use trellis_proto::trellis::permissions::v1::check_service_client::CheckServiceClient;
+use trellis_proto::trellis::permissions::v1::relationship_service_client::RelationshipServiceClient;
+use trellis_proto::trellis::permissions::v1::schema_service_client::SchemaServiceClient;
+use uuid::Uuid;
+
+/// A boxed future returned by [`Credentials::token`].
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send + 'a>>;
+
+/// Where the client gets a service token acting in `org` (`None`: no org, for WriteSchema).
+pub trait Credentials: Send + Sync + std::fmt::Debug {
+    fn token(&self, org: Option<Uuid>) -> TokenFuture<'_>;
+}
+
+/// `type:id`, `type:id#relation` as the client speaks them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ref {
+    pub ty: String,
+    pub id: String,
+    /// Empty for a plain object or subject.
+    pub relation: String,
+}
+
+impl Ref {
+    pub fn new(ty: impl Into<String>, id: impl Into<String>) -> Self {
+        Self { ty: ty.into(), id: id.into(), relation: String::new() }
+    }
+    pub fn set(ty: impl Into<String>, id: impl Into<String>, relation: impl Into<String>) -> Self {
+        Self { ty: ty.into(), id: id.into(), relation: relation.into() }
+    }
+    fn object(&self) -> pb::ObjectReference {
+        pb::ObjectReference { object_type: self.ty.clone(), object_id: self.id.clone() }
+    }
+    fn subject(&self) -> pb::SubjectReference {
+        pb::SubjectReference { object: Some(self.object()), optional_relation: self.relation.clone() }
+    }
+}
+
+/// The permissions client of one service.
+#[derive(Clone, Debug)]
+pub struct Authz {
+    channel: Channel,
+    credentials: Arc<dyn Credentials>,
+}
+
+fn authed<T>(message: T, token: &str) -> anyhow::Result<Request<T>> {
+    let mut r = Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(r)
+}
+
+fn consistency(at_least_as_fresh: Option<&str>) -> Option<pb::Consistency> {
+    at_least_as_fresh.map(|t| pb::Consistency {
+        requirement: Some(pb::consistency::Requirement::AtLeastAsFresh(pb::ZedToken { token: t.to_owned() })),
+    })
+}
+
+impl Authz {
+    /// A client of the permissions service at `url` (lazy: connects on first use).
+    pub fn new(url: &str, credentials: Arc<dyn Credentials>) -> anyhow::Result<Self> {
+        Ok(Self { channel: Channel::from_shared(url.to_owned())?.connect_lazy(), credentials })
+    }
+
+    /// Whether `subject` holds `permission` on `resource` in `org`. Errors (including
+    /// UNAVAILABLE) are returned, never turned into `false`; callers treat an error as deny.
+    pub async fn check(
+        &self,
+        org: Uuid,
+        resource: &Ref,
+        permission: &str,
+        subject: &Ref,
+        at_least_as_fresh: Option<&str>,
+    ) -> Result<bool, tonic::Status> {
+        let token = self.token(Some(org)).await?;
+        let req = pb::CheckRequest {
+            resource: Some(resource.object()),
+            permission: permission.to_owned(),
+            subject: Some(subject.subject()),
+            consistency: consistency(at_least_as_fresh),
+            max_depth: 0,
+        };
+        let r = CheckServiceClient::new(self.channel.clone()).check(request(req, &token)?).await?.into_inner();
+        Ok(r.permissionship == pb::Permissionship::HasPermission as i32)
+    }
+
+    /// Many checks at one snapshot; each item is its own result.
+    pub async fn check_bulk(
+        &self,
+        org: Uuid,
+        items: &[(Ref, String, Ref)],
+        at_least_as_fresh: Option<&str>,
+    ) -> Result<Vec<Result<bool, String>>, tonic::Status> {
+        let token = self.token(Some(org)).await?;
+        let req = pb::CheckBulkRequest {
+            items: items
+                .iter()
+                .map(|(r, p, s)| pb::CheckBulkItem {
+                    resource: Some(r.object()),
+                    permission: p.clone(),
+                    subject: Some(s.subject()),
+                })
+                .collect(),
+            consistency: consistency(at_least_as_fresh),
+        };
+        let r = CheckServiceClient::new(self.channel.clone()).check_bulk(request(req, &token)?).await?.into_inner();
+        Ok(r.results
+            .into_iter()
+            .map(|x| {
+                if x.error_reason.is_empty() {
+                    Ok(x.permissionship == pb::Permissionship::HasPermission as i32)
+                } else {
+                    Err(x.error_reason)
+                }
+            })
+            .collect())
+    }
+
+    /// Every id of `resource_type` on which `subject` holds `permission`, following the cursor
+    /// until the end (pages of `page` ids, at most 10,000).
+    pub async fn lookup_resources(
+        &self,
+        org: Uuid,
+        resource_type: &str,
+        permission: &str,
+        subject: &Ref,
+        page: u32,
+        at_least_as_fresh: Option<&str>,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let token = self.token(Some(org)).await?;
+        let mut client = CheckServiceClient::new(self.channel.clone());
+        let page = page.clamp(1, 10_000);
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let req = pb::LookupResourcesRequest {
+                resource_type: resource_type.to_owned(),
+                permission: permission.to_owned(),
+                subject: Some(subject.subject()),
+                consistency: consistency(at_least_as_fresh),
+                limit: page,
+                cursor: cursor.clone(),
+            };
+            let mut stream = client.lookup_resources(request(req, &token)?).await?.into_inner();
+            let mut n = 0;
+            while let Some(m) = stream.message().await? {
+                n += 1;
+                cursor = m.after_cursor;
+                out.push(m.resource_id);
+            }
+            if n < page {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// TOUCHes (upserts) relationships `resource#relation@subject` in `org`; returns `written_at`.
+    pub async fn touch(&self, org: Uuid, relationships: &[(Ref, String, Ref)]) -> Result<String, tonic::Status> {
+        self.write(org, pb::Operation::Touch, relationships).await
+    }
+
+    /// DELETEs relationships in `org`; returns `written_at`.
+    pub async fn delete(&self, org: Uuid, relationships: &[(Ref, String, Ref)]) -> Result<String, tonic::Status> {
+        self.write(org, pb::Operation::Delete, relationships).await
+    }
+
+    async fn write(&self, org: Uuid, op: pb::Operation, rels: &[(Ref, String, Ref)]) -> Result<String, tonic::Status> {
+        let token = self.token(Some(org)).await?;
+        let req = pb::WriteRelationshipsRequest {
+            updates: rels
+                .iter()
+                .map(|(r, rel, s)| pb::RelationshipUpdate {
+                    operation: op as i32,
+                    relationship: Some(pb::Relationship {
+                        resource: Some(r.object()),
+                        relation: rel.clone(),
+                        subject: Some(s.subject()),
+                    }),
+                })
+                .collect(),
+            preconditions: Vec::new(),
+        };
+        let r = RelationshipServiceClient::new(self.channel.clone()).write_relationships(request(req, &token)?).await?;
+        Ok(r.into_inner().written_at.map(|t| t.token).unwrap_or_default())
+    }
+
+    /// Registers `module`'s schema once (WriteSchema). Returns whether it changed.
+    pub async fn write_schema(&self, module: &str, schema: &str) -> Result<bool, tonic::Status> {
+        let token = self.token(None).await?;
+        let req = pb::WriteSchemaRequest { module: module.to_owned(), schema: schema.to_owned(), dry_run: false };
+        Ok(SchemaServiceClient::new(self.channel.clone())
+            .write_schema(request(req, &token)?)
+            .await?
+            .into_inner()
+            .changed)
+    }
+
+    /// Registers `module`'s schema, retrying with backoff (up to `max_wait` between attempts)
+    /// while the permissions service is unavailable or a dependency (identity) is not registered
+    /// yet. Any other error (an invalid schema) is returned at once.
+    pub async fn register_schema(&self, module: &str, schema: &str, max_wait: Duration) -> Result<bool, tonic::Status> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.write_schema(module, schema).await {
+                Ok(changed) => return Ok(changed),
+                Err(e) if retryable(&e) => {
+                    tracing::info!(module, code = ?e.code(), reason = %reason(&e), "schema registration retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(max_wait);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn token(&self, org: Option<Uuid>) -> Result<String, tonic::Status> {
+        self.credentials.token(org).await.map_err(|e| tonic::Status::unavailable(format!("no service token: {e}")))
+    }
+}
+
+fn request<T>(message: T, token: &str) -> Result<Request<T>, tonic::Status> {
+    authed(message, token).map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+fn reason(e: &tonic::Status) -> String {
+    e.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+/// Errors worth retrying during start-up registration.
+pub fn retryable(e: &tonic::Status) -> bool {
+    matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
+        || (e.code() == Code::FailedPrecondition && reason(e) == "MISSING_DEPENDENCY")
+}

@@ -1,0 +1,413 @@
+//! Relationship storage in Postgres: snapshot reads for the evaluator, validated all-or-nothing
+//! writes with preconditions, per-org revisions and the changelog (spec "Data model", rules 1–3,
+//! 12–13), and consistency tokens.
+
+use std::collections::HashSet;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::{PgConnection, Postgres, Transaction};
+use trellis_kit::db::Db;
+use uuid::Uuid;
+
+use crate::eval::{EvalError, ObjectRef, SubjectRef, Tuple, TupleReader};
+use crate::schema::{AllowedSubject, Schema};
+
+/// The platform scope (`platform:cell`), readable from every org.
+pub const PLATFORM_ORG: Uuid = Uuid::nil();
+
+/// A consistency token: the org and a revision of its relationships.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Zookie {
+    pub org: Uuid,
+    pub revision: i64,
+}
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a token this service issued (INVALID_ARGUMENT).
+    Malformed,
+    /// Issued for another org (INVALID_ARGUMENT TOKEN_ORG_MISMATCH).
+    OrgMismatch,
+}
+
+impl Zookie {
+    /// The opaque text form.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("z1:{}:{}", self.org.simple(), self.revision))
+    }
+
+    /// Parses a token and checks that it belongs to `org`.
+    pub fn decode(token: &str, org: Uuid) -> Result<Zookie, TokenError> {
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| TokenError::Malformed)?;
+        let text = std::str::from_utf8(&raw).map_err(|_| TokenError::Malformed)?;
+        let mut parts = text.split(':');
+        let (Some("z1"), Some(o), Some(r), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(TokenError::Malformed);
+        };
+        let token_org = Uuid::parse_str(o).map_err(|_| TokenError::Malformed)?;
+        let revision: i64 = r.parse().map_err(|_| TokenError::Malformed)?;
+        if revision < 0 {
+            return Err(TokenError::Malformed);
+        }
+        if token_org != org {
+            return Err(TokenError::OrgMismatch);
+        }
+        Ok(Zookie { org, revision })
+    }
+}
+
+/// A REPEATABLE READ, read-only transaction of `org`: one snapshot for a whole evaluation
+/// (rule 2). The session settings are local to the transaction.
+pub async fn snapshot(db: &Db, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    sqlx::query("select set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+/// The org's current revision (0 before its first write) as seen by `conn`'s snapshot.
+pub async fn revision(conn: &mut PgConnection, org: Uuid) -> Result<i64, sqlx::Error> {
+    let r: Option<i64> = sqlx::query_scalar("select revision from permissions.org_revisions where org_id = $1")
+        .bind(org)
+        .fetch_optional(conn)
+        .await?;
+    Ok(r.unwrap_or(0))
+}
+
+/// The evaluator's reader over one transaction. Reads are restricted to the org and the
+/// platform scope explicitly (RLS enforces the same), so the planner uses the index prefixes.
+#[derive(Debug)]
+pub struct PgReader<'c> {
+    conn: &'c mut PgConnection,
+    orgs: [Uuid; 2],
+    /// Number of queries issued.
+    pub queries: usize,
+}
+
+impl<'c> PgReader<'c> {
+    pub fn new(conn: &'c mut PgConnection, org: Uuid) -> Self {
+        Self { conn, orgs: [org, PLATFORM_ORG], queries: 0 }
+    }
+}
+
+type Row = (String, String, String, String, String, String);
+
+fn to_tuple((rt, rid, rel, st, sid, srel): Row) -> Tuple {
+    Tuple {
+        resource: ObjectRef { ty: rt, id: rid },
+        relation: rel,
+        subject: SubjectRef { ty: st, id: sid, relation: srel },
+    }
+}
+
+fn store_err(e: sqlx::Error) -> EvalError {
+    EvalError::Store(e.to_string())
+}
+
+impl TupleReader for PgReader<'_> {
+    async fn read(&mut self, ty: &str, ids: &[String], relation: &str) -> Result<Vec<Tuple>, EvalError> {
+        self.queries += 1;
+        let rows: Vec<Row> = sqlx::query_as(
+            "select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
+               from permissions.relationships
+              where org_id = any($1) and resource_type = $2 and resource_id = any($3) and relation = $4",
+        )
+        .bind(&self.orgs[..])
+        .bind(ty)
+        .bind(ids)
+        .bind(relation)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(store_err)?;
+        Ok(rows.into_iter().map(to_tuple).collect())
+    }
+
+    async fn read_by_subject(&mut self, ty: &str, ids: &[String]) -> Result<Vec<Tuple>, EvalError> {
+        self.queries += 1;
+        let rows: Vec<Row> = sqlx::query_as(
+            "select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
+               from permissions.relationships
+              where org_id = any($1) and subject_type = $2 and subject_id = any($3)",
+        )
+        .bind(&self.orgs[..])
+        .bind(ty)
+        .bind(ids)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(store_err)?;
+        Ok(rows.into_iter().map(to_tuple).collect())
+    }
+}
+
+/// A relationship write operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Touch,
+    Create,
+    Delete,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Touch => "touch",
+            Operation::Create => "create",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// A filter over relationships (`resource_type` required; the rest optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub relation: Option<String>,
+    pub subject_type: Option<String>,
+    pub subject_id: Option<String>,
+    pub subject_relation: Option<String>,
+}
+
+/// A precondition of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    MustMatch(Filter),
+    MustNotMatch(Filter),
+}
+
+/// One invalid field of a write request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Why a write was refused; nothing was written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// INVALID_ARGUMENT with field violations.
+    Invalid(Vec<Violation>),
+    /// ALREADY_EXISTS: a CREATE of an existing relationship (`index` of the update).
+    AlreadyExists { index: usize },
+    /// FAILED_PRECONDITION PRECONDITION_FAILED (`index` of the precondition).
+    PreconditionFailed { index: usize },
+    /// The database failed.
+    Store(String),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        WriteError::Store(e.to_string())
+    }
+}
+
+/// Object ids: `^[A-Za-z0-9/_|\-=+@.:]{1,128}$` (rule 12).
+pub fn valid_object_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"/_|-=+@.:".contains(&c))
+}
+
+/// Validates updates against the schema (rule 12 and the WriteRelationships table): the resource
+/// type exists, the relation is a relation (not a permission), the subject is allowed, ids are
+/// well formed, and no relationship appears twice.
+pub fn validate_updates(schema: &Schema, updates: &[(Operation, Tuple)]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, (_, t)) in updates.iter().enumerate() {
+        let f = |s: &str| format!("updates[{i}].relationship.{s}");
+        let mut bad =
+            |field: String, reason: &'static str, message: String| out.push(Violation { field, reason, message });
+        let Some(def) = schema.definition(&t.resource.ty) else {
+            bad(f("resource.object_type"), "UNKNOWN_TYPE", format!("unknown type `{}`", t.resource.ty));
+            continue;
+        };
+        if !valid_object_id(&t.resource.id) {
+            bad(f("resource.object_id"), "INVALID_ID", format!("`{}` is not a valid object id", t.resource.id));
+        }
+        let Some(allowed) = def.relations.get(&t.relation) else {
+            let why = if def.permissions.contains_key(&t.relation) {
+                format!("`{}` is a permission of `{}`; only relations can be written", t.relation, def.name)
+            } else {
+                format!("`{}` has no relation `{}`", def.name, t.relation)
+            };
+            bad(f("relation"), "UNKNOWN_RELATION", why);
+            continue;
+        };
+        let s = &t.subject;
+        let wildcard = s.id == "*";
+        if !wildcard && !valid_object_id(&s.id) {
+            bad(f("subject.object.object_id"), "INVALID_ID", format!("`{}` is not a valid object id", s.id));
+        }
+        let ok = allowed.iter().any(|a| match a {
+            AllowedSubject::Direct(ty) => *ty == s.ty && s.relation.is_empty() && !wildcard,
+            AllowedSubject::Wildcard(ty) => *ty == s.ty && s.relation.is_empty() && wildcard,
+            AllowedSubject::Set(ty, r) => *ty == s.ty && *r == s.relation && !wildcard,
+        });
+        if !ok {
+            let field = if allowed.iter().any(|a| a.ty() == s.ty) && !wildcard {
+                f("subject.optional_relation")
+            } else {
+                f("subject.object.object_type")
+            };
+            let names: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+            bad(
+                field,
+                "SUBJECT_NOT_ALLOWED",
+                format!("`{}#{}` allows {}, not `{s}`", def.name, t.relation, names.join(" | ")),
+            );
+        }
+        if !seen.insert(t.clone()) {
+            bad(format!("updates[{i}]"), "DUPLICATE_UPDATE", format!("`{t}` appears twice in the request"));
+        }
+    }
+    out
+}
+
+/// The outcome of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The revision after the write (unchanged when nothing changed).
+    pub revision: i64,
+    /// Whether anything changed.
+    pub changed: bool,
+}
+
+fn filter_sql(f: &Filter, first: usize) -> (String, Vec<String>) {
+    let mut sql = format!("resource_type = ${first}");
+    let mut binds = vec![f.resource_type.clone()];
+    for (col, v) in [
+        ("resource_id", &f.resource_id),
+        ("relation", &f.relation),
+        ("subject_type", &f.subject_type),
+        ("subject_id", &f.subject_id),
+        ("subject_relation", &f.subject_relation),
+    ] {
+        if let Some(v) = v {
+            binds.push(v.clone());
+            sql.push_str(&format!(" and {col} = ${}", first + binds.len() - 1));
+        }
+    }
+    (sql, binds)
+}
+
+/// Applies a validated batch in one transaction of `org` and one revision (rule 3): checks the
+/// preconditions, takes the org's revision row lock, applies TOUCH/CREATE/DELETE, records one
+/// changelog row per effective change and returns the new revision. The caller commits.
+pub async fn write(
+    tx: &mut PgConnection,
+    org: Uuid,
+    schema: &Schema,
+    updates: &[(Operation, Tuple)],
+    preconditions: &[Precondition],
+    actor: &str,
+) -> Result<Written, WriteError> {
+    let violations = validate_updates(schema, updates);
+    if !violations.is_empty() {
+        return Err(WriteError::Invalid(violations));
+    }
+    // The revision lock first, so concurrent writers of the org serialize here.
+    sqlx::query("insert into permissions.org_revisions (org_id, revision) values ($1, 0) on conflict do nothing")
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 =
+        sqlx::query_scalar("select revision from permissions.org_revisions where org_id = $1 for update")
+            .bind(org)
+            .fetch_one(&mut *tx)
+            .await?;
+    for (i, p) in preconditions.iter().enumerate() {
+        let (f, must) = match p {
+            Precondition::MustMatch(f) => (f, true),
+            Precondition::MustNotMatch(f) => (f, false),
+        };
+        let (cond, binds) = filter_sql(f, 2);
+        let sql = format!("select exists(select 1 from permissions.relationships where org_id = $1 and {cond})");
+        let mut q = sqlx::query_scalar::<_, bool>(&sql).bind(org);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        if q.fetch_one(&mut *tx).await? != must {
+            return Err(WriteError::PreconditionFailed { index: i });
+        }
+    }
+    let next = current + 1;
+    let mut ordinal = 0i32;
+    for (i, (op, t)) in updates.iter().enumerate() {
+        let changed = match op {
+            Operation::Touch | Operation::Create => {
+                let inserted = sqlx::query(
+                    "insert into permissions.relationships
+                        (org_id, resource_type, resource_id, relation, subject_type, subject_id, subject_relation, created_revision)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing",
+                )
+                .bind(org)
+                .bind(&t.resource.ty)
+                .bind(&t.resource.id)
+                .bind(&t.relation)
+                .bind(&t.subject.ty)
+                .bind(&t.subject.id)
+                .bind(&t.subject.relation)
+                .bind(next)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !inserted && *op == Operation::Create {
+                    return Err(WriteError::AlreadyExists { index: i });
+                }
+                inserted
+            }
+            Operation::Delete => {
+                sqlx::query(
+                    "delete from permissions.relationships
+                      where org_id = $1 and resource_type = $2 and resource_id = $3 and relation = $4
+                        and subject_type = $5 and subject_id = $6 and subject_relation = $7",
+                )
+                .bind(org)
+                .bind(&t.resource.ty)
+                .bind(&t.resource.id)
+                .bind(&t.relation)
+                .bind(&t.subject.ty)
+                .bind(&t.subject.id)
+                .bind(&t.subject.relation)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+        };
+        if changed {
+            sqlx::query(
+                "insert into permissions.changelog
+                    (org_id, revision, ordinal, operation, resource_type, resource_id, relation,
+                     subject_type, subject_id, subject_relation, actor)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(org)
+            .bind(next)
+            .bind(ordinal)
+            .bind(op.as_str())
+            .bind(&t.resource.ty)
+            .bind(&t.resource.id)
+            .bind(&t.relation)
+            .bind(&t.subject.ty)
+            .bind(&t.subject.id)
+            .bind(&t.subject.relation)
+            .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+            ordinal += 1;
+        }
+    }
+    if ordinal == 0 {
+        return Ok(Written { revision: current, changed: false });
+    }
+    sqlx::query("update permissions.org_revisions set revision = $2 where org_id = $1")
+        .bind(org)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Written { revision: next, changed: true })
+}
