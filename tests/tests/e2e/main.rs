@@ -2,4 +2,5 @@
 //! client. They need the infrastructure `cargo xtask test` starts.
 
 mod common;
+mod sessions;
 mod skeleton;

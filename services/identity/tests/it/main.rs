@@ -5,4 +5,6 @@ mod auth;
 mod common;
 mod invitations;
 mod jwks;
+mod lockout;
+mod sessions;
 mod tenancy;
