@@ -195,6 +195,7 @@ impl Identity {
         events::user_registered(&mut tx, &event_ctx, &user, false).await?;
         events::organization_created(&mut tx, &event_ctx, &org, user_id).await?;
         events::member_added(&mut tx, &event_ctx, org_id, user_id, Role::Owner, false, version).await?;
+        self.request_verification(&mut tx, ctx, user_id, &user.email).await?;
         let membership = Membership {
             org_id,
             role: Role::Owner.as_str().into(),

@@ -145,6 +145,54 @@ impl AuthService for AuthApi {
         }))
     }
 
+    async fn forgot_password(
+        &self,
+        request: Request<pb::ForgotPasswordRequest>,
+    ) -> Result<Response<pb::ForgotPasswordResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let client = client(&request);
+        let message = self.identity.forgot_password(&ctx, &request.get_ref().email, &client).await?;
+        Ok(Response::new(pb::ForgotPasswordResponse { message: message.into() }))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        self.identity.reset_password(&ctx, &r.token, r.new_password).await?;
+        Ok(Response::new(pb::ResetPasswordResponse { message: crate::recovery::RESET_MESSAGE.into() }))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let email = self.identity.verify_email(ctx, &request.get_ref().token).await?;
+        Ok(Response::new(pb::VerifyEmailResponse { email }))
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let expires_at = self.identity.resend_verification(ctx).await?;
+        Ok(Response::new(pb::ResendVerificationResponse { expires_at: Some(timestamp(expires_at)) }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let revoked_sessions = self.identity.change_password(&ctx, r.current_password, r.new_password).await?;
+        Ok(Response::new(pb::ChangePasswordResponse { revoked_sessions }))
+    }
+
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<()>, Status> {
         let ctx = RequestContext::from_request(&request)?;
         self.identity.logout(ctx).await?;

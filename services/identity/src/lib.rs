@@ -14,6 +14,7 @@
 //!   session acts in, access-token claims.
 //! - [`sessions`]: Logout, LogoutAll, the session list, SwitchOrganization, GetSessionStatus.
 //! - [`revocation`]: announces revoked sessions on Redis (`trellis.revocations`) with a heartbeat.
+//! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
 //! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), JWKS.
 //! - [`store`]: every query. Tenant tables (organizations, org_members, invitations) are only
 //!   touched inside a tenant transaction; global tables (users, sessions, refresh_tokens,
@@ -37,6 +38,7 @@ pub mod invitation;
 pub mod keys;
 pub mod organization;
 pub mod password;
+pub mod recovery;
 pub mod revocation;
 pub mod sessions;
 pub mod store;

@@ -679,3 +679,82 @@ pub async fn count_failed_login(
         _ => Ok(None),
     }
 }
+
+/// Issues an email token, spending any live token of the same (user, purpose) first.
+pub async fn replace_email_token(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    purpose: &str,
+    token_hash: &[u8],
+    new_email: Option<&str>,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update identity.email_tokens set used_at = now() where user_id = $1 and purpose = $2 and used_at is null",
+    )
+    .bind(user_id)
+    .bind(purpose)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into identity.email_tokens (id, user_id, purpose, token_hash, new_email, expires_at)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(purpose)
+    .bind(token_hash)
+    .bind(new_email)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A live (unused, unexpired) email token of one of `purposes`, locked; `None` otherwise.
+pub async fn live_email_token_for_update(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    purposes: &[&str],
+) -> sqlx::Result<Option<(Uuid, Uuid, String, Option<String>)>> {
+    sqlx::query_as(
+        "select id, user_id, purpose, new_email from identity.email_tokens
+         where token_hash = $1 and purpose = any($2) and used_at is null and expires_at > now()
+         for update",
+    )
+    .bind(token_hash)
+    .bind(purposes)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Spends an email token.
+pub async fn spend_email_token(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("update identity.email_tokens set used_at = now() where id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+/// Sets a new password hash, clears the lockout.
+pub async fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "update identity.users set password_hash = $2, password_changed_at = now(), failed_login_count = 0,
+                locked_until = null, updated_at = now()
+         where id = $1",
+    )
+    .bind(user_id)
+    .bind(hash)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks the email verified (keeps the first time).
+pub async fn mark_email_verified(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "update identity.users set email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
+         where id = $1 returning email",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}

@@ -6,5 +6,6 @@ mod common;
 mod invitations;
 mod jwks;
 mod lockout;
+mod recovery;
 mod sessions;
 mod tenancy;
