@@ -7,9 +7,12 @@
 //! - [`JwksSource`]: where the keys come from: identity's `TokenService.GetJwks` over gRPC in a
 //!   cell, fixed keys in tests.
 //!
-//! Revoked-session checks (the `trellis.revocations` feed) plug in here with the identity work.
+//! - [`revocation`]: revoked sessions (the `trellis.revocations` feed, with identity's
+//!   `GetSessionStatus` as the fallback), applied by [`Authenticator::authenticate`] once
+//!   attached with [`Authenticator::attach_revocations`] ([`Authenticator::for_cell`] does).
 
 pub mod jwt;
+pub mod revocation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -167,6 +170,8 @@ pub struct Authenticator {
     cache: RwLock<KeyCache>,
     /// Serialises refreshes and remembers the last unknown-kid refresh.
     refresh: Mutex<Option<Instant>>,
+    /// The revoked-session check, when attached.
+    revocations: std::sync::OnceLock<Arc<revocation::Revocations>>,
 }
 
 impl Authenticator {
@@ -190,7 +195,27 @@ impl Authenticator {
             source,
             cache: RwLock::new(KeyCache::default()),
             refresh: Mutex::new(None),
+            revocations: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The authenticator of a running cell: JWKS from identity, and revoked sessions from the
+    /// Redis feed at `config.redis_url` with identity as the fallback.
+    pub fn for_cell(config: Arc<Config>) -> anyhow::Result<Arc<Self>> {
+        let auth = Self::new(config.clone());
+        auth.attach_revocations(revocation::Revocations::connect(&config.redis_url, &config.urls.identity)?);
+        Ok(auth)
+    }
+
+    /// Applies `revocations` to every later [`Authenticator::authenticate`]; a second call is
+    /// ignored.
+    pub fn attach_revocations(&self, revocations: Arc<revocation::Revocations>) {
+        let _ = self.revocations.set(revocations);
+    }
+
+    /// The attached revoked-session check, if any.
+    pub fn revocations(&self) -> Option<&Arc<revocation::Revocations>> {
+        self.revocations.get()
     }
 
     async fn key(&self, kid: &str) -> Result<Option<VerifyingKey>> {
@@ -284,6 +309,14 @@ impl Authenticator {
             None => return Err(Error::unauthenticated("UNAUTHENTICATED", "Authentication required")),
         };
         match self.verify(token).await {
+            // Public methods skip the revocation check: they need no session, and identity's
+            // GetSessionStatus (public) must not depend on the check it implements.
+            Ok(claims) if !public => {
+                if let (Some(revocations), Some(sid)) = (self.revocations.get(), claims.sid.as_deref()) {
+                    revocations.check(sid, token).await?;
+                }
+                context_from_claims(claims, token, correlation_id)
+            }
             Ok(claims) => context_from_claims(claims, token, correlation_id),
             Err(e) if public && e.code() == tonic::Code::Unauthenticated => {
                 Ok(RequestContext::anonymous(correlation_id))

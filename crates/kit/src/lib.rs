@@ -12,6 +12,7 @@
 //! - [`error`]: [`Error`], one type mapped to `tonic::Status` with ErrorInfo/BadRequest/RetryInfo.
 //! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
 //! - [`paging`]: opaque, tamper-evident page tokens.
+//! - [`ratelimit`]: fixed-window rate limits counted in Redis (RATE_LIMITED with RetryInfo).
 //! - [`module`] and [`grpc`]: what a service crate exports, and how it is served.
 //!
 //! A request flows: gRPC server ([`grpc`]: deadline, concurrency limit, authentication into a
@@ -29,6 +30,7 @@ pub mod events;
 pub mod grpc;
 pub mod module;
 pub mod paging;
+pub mod ratelimit;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -196,6 +196,13 @@ impl TestCell {
             sources.push(Arc::new(identity));
         }
         let auth = Authenticator::with_source(&config, Arc::new(ChainJwks(sources)));
+        // With identity in the cell, revoked sessions are refused as in production; cells without
+        // it (services tested on their own, with test-key tokens) have nothing to ask.
+        if modules.iter().any(|m| m.name == "identity") {
+            let revocations = crate::auth::revocation::Revocations::connect(&config.redis_url, &config.urls.identity)
+                .expect("revocation feed");
+            auth.attach_revocations(revocations);
+        }
         let shutdown = CancellationToken::new();
         let mut running = HashMap::new();
         for (module, (grpc, admin)) in modules.into_iter().zip(listeners) {

@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the `serve` variant (every service's settings) is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve services (identity permissions tasks crm documents finance notifications gateway), or `all`.
@@ -127,19 +129,16 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
             let config = Arc::new(config);
             let shutdown = CancellationToken::new();
-            let auth = Authenticator::new(config.clone());
+            let auth = Authenticator::for_cell(config.clone())?;
             let mut handles = Vec::new();
             for name in expand(&services, true)? {
                 if name == "gateway" {
                     let listener = TcpListener::bind(&gateway.listen).await?;
                     let admin = TcpListener::bind(&gateway.admin_listen).await?;
-                    handles.push(tokio::spawn(trellis_gateway::serve(
-                        config.clone(),
-                        gateway.clone(),
-                        listener,
-                        admin,
-                        shutdown.clone(),
-                    )));
+                    // The gateway shares the services' verifier, revocation feed included.
+                    let builder =
+                        trellis_gateway::Builder::new(config.clone(), gateway.clone()).authenticator(auth.clone());
+                    handles.push(tokio::spawn(builder.serve(listener, admin, shutdown.clone())));
                     continue;
                 }
                 let module = if name == "identity" {

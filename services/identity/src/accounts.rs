@@ -10,7 +10,7 @@ use chrono::Utc;
 use trellis_kit::config::Config;
 use trellis_kit::db::{Db, Tx, on_constraint};
 use trellis_kit::{Error, RequestContext, Result, Subject};
-use trellis_proto::trellis::identity::v1::SessionRevokeReason;
+use trellis_proto::trellis::identity::v1::{LoginFailed, LoginFailureReason, SessionRevokeReason};
 use uuid::Uuid;
 
 use crate::config::IdentityConfig;
@@ -35,6 +35,8 @@ pub struct Identity {
     pub(crate) db: Db,
     pub(crate) keys: Keys,
     pub(crate) settings: IdentityConfig,
+    pub(crate) announcer: crate::revocation::Announcer,
+    pub(crate) limiter: trellis_kit::ratelimit::RateLimiter,
     issuer: String,
     audience: String,
 }
@@ -104,7 +106,19 @@ impl Identity {
         let keys = Keys::start(db.clone(), encryption).await?;
         // The dummy hash costs one Argon2id run: pay it now rather than in the first sign-in.
         tokio::task::spawn_blocking(password::dummy_hash).await?;
-        Ok(Identity { db, keys, settings, issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone() })
+        let announcer = crate::revocation::Announcer::new(&config.redis_url)?;
+        // The queue prefix namespaces one cell's share of common infrastructure (empty in a cell,
+        // unique per test cell), so cells sharing a Redis never count each other's attempts.
+        let limiter = trellis_kit::ratelimit::RateLimiter::new(&config.redis_url, &config.events_queue_prefix)?;
+        Ok(Identity {
+            db,
+            keys,
+            settings,
+            announcer,
+            limiter,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+        })
     }
 
     /// Creates an account and signs it in (see `AuthService.Register`).
@@ -181,6 +195,7 @@ impl Identity {
         events::user_registered(&mut tx, &event_ctx, &user, false).await?;
         events::organization_created(&mut tx, &event_ctx, &org, user_id).await?;
         events::member_added(&mut tx, &event_ctx, org_id, user_id, Role::Owner, false, version).await?;
+        self.request_verification(&mut tx, ctx, user_id, &user.email).await?;
         let membership = Membership {
             org_id,
             role: Role::Owner.as_str().into(),
@@ -234,21 +249,47 @@ impl Identity {
     }
 
     /// Signs in with email and password (see `AuthService.Login`). Every failure is the same
-    /// INVALID_CREDENTIALS after one Argon2id verification, whether or not the account exists.
+    /// INVALID_CREDENTIALS after one Argon2id verification, whether or not the account exists
+    /// (spec rule 3); attempts are rate limited per email and per client IP (rule 5), and
+    /// consecutive failures lock the account (rule 4).
     pub async fn login(&self, email: &str, password: String, client: &Client) -> Result<SignIn> {
-        let account = match user::normalize_email(email) {
-            Ok(email) => store::credentials_by_email(self.db.pool(), &email).await?,
-            Err(_) => None,
+        let normalized = user::normalize_email(email).ok();
+        // Unknown and malformed emails count too, under the form the caller typed.
+        let email_key = normalized.clone().unwrap_or_else(|| email.trim().to_lowercase());
+        let email_hash = hex(&tokens::hash_token(&email_key));
+        let settings = &self.settings;
+        self.limiter
+            .hit(&format!("login:email:{email_hash}"), settings.login_rate_limit, settings.login_rate_window)
+            .await?;
+        if let Some(ip) = client.ip {
+            self.limiter.hit(&format!("login:ip:{ip}"), settings.login_rate_limit, settings.login_rate_window).await?;
+        }
+
+        let account = match &normalized {
+            Some(email) => store::credentials_by_email(self.db.pool(), email).await?,
+            None => None,
         };
         let stored_hash = account.as_ref().and_then(|a| a.password_hash.clone());
         let verification = password::verify_blocking(stored_hash.clone(), password.clone()).await?;
-        let (Some(account), Verification::Match { needs_rehash }) = (account, verification) else {
+        let now = Utc::now();
+        let failure = |reason| LoginFailure { email_hash: email_hash.clone(), client: client.clone(), reason };
+        let Some(account) = account else {
+            self.login_failed(None, failure(LoginFailureReason::UnknownEmail)).await?;
             return Err(IdentityError::InvalidCredentials.into());
         };
-        let now = Utc::now();
-        if account.user.status != "active" || account.locked_until.is_some_and(|until| until > now) {
+        let user_id = account.user.id;
+        if account.locked_until.is_some_and(|until| until > now) {
+            self.login_failed(Some(user_id), failure(LoginFailureReason::Locked)).await?;
             return Err(IdentityError::InvalidCredentials.into());
         }
+        if account.user.status != "active" || stored_hash.is_none() {
+            self.login_failed(Some(user_id), failure(LoginFailureReason::Inactive)).await?;
+            return Err(IdentityError::InvalidCredentials.into());
+        }
+        let Verification::Match { needs_rehash } = verification else {
+            self.login_failed(Some(user_id), failure(LoginFailureReason::BadPassword)).await?;
+            return Err(IdentityError::InvalidCredentials.into());
+        };
         let user = account.user;
         if let (true, Some(old)) = (needs_rehash, stored_hash) {
             self.rehash(user.id, &old, password).await;
@@ -264,6 +305,32 @@ impl Identity {
         tracing::info!(user_id = %user.id, session_id = %session_id, "signed in");
         let access_token = self.sign_access_token(user.id, session_id, org).await?;
         Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
+    }
+
+    /// Records a failed sign-in: the audit event, and for a bad password (or MFA code) one more
+    /// consecutive failure, which locks the account at the threshold.
+    pub(crate) async fn login_failed(&self, user_id: Option<Uuid>, failure: LoginFailure) -> Result<()> {
+        let platform = RequestContext::system(Uuid::nil(), Uuid::now_v7().to_string());
+        let mut tx = self.db.tx().await?;
+        let counts = matches!(failure.reason, LoginFailureReason::BadPassword | LoginFailureReason::MfaFailed);
+        if let (Some(user_id), true) = (user_id, counts) {
+            let threshold = i32::try_from(self.settings.lockout_threshold).unwrap_or(i32::MAX);
+            let lock_until = Utc::now() + self.settings.lockout_duration;
+            if let Some(failed_count) = store::count_failed_login(&mut tx, user_id, threshold, lock_until).await? {
+                events::user_locked(&mut tx, &platform, user_id, lock_until, failed_count).await?;
+                tracing::warn!(user_id = %user_id, failed_count, "account locked after repeated failed sign-ins");
+            }
+        }
+        let payload = LoginFailed {
+            user_id: user_id.map(|u| u.to_string()).unwrap_or_default(),
+            email_hash: failure.email_hash,
+            ip: failure.client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: failure.client.user_agent.as_deref().map(truncate_user_agent).unwrap_or_default().to_string(),
+            reason: failure.reason.into(),
+        };
+        events::login_failed(&mut tx, &platform, payload).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Stores a hash with the current parameters; a failure only delays the upgrade.
@@ -306,6 +373,7 @@ impl Identity {
                 )
                 .await?;
                 tx.commit().await?;
+                self.announcer.announce(vec![presented.session_id.to_string()]);
                 tracing::warn!(
                     session_id = %presented.session_id,
                     user_id = %presented.user_id,
@@ -364,7 +432,12 @@ impl Identity {
     }
 
     /// Signs an access token for a user's session acting in `org`.
-    async fn sign_access_token(&self, user_id: Uuid, session_id: Uuid, org: Option<&Membership>) -> Result<String> {
+    pub(crate) async fn sign_access_token(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        org: Option<&Membership>,
+    ) -> Result<String> {
         let key = self.keys.active().await?;
         let claims = tokens::user_claims(
             &self.issuer,
@@ -378,7 +451,7 @@ impl Identity {
         Ok(key.sign(&claims))
     }
 
-    fn pair(&self, access_token: String, refresh_token: String) -> TokenPair {
+    pub(crate) fn pair(&self, access_token: String, refresh_token: String) -> TokenPair {
         let expires_in = i32::try_from(self.settings.access_token_ttl.as_secs()).unwrap_or(i32::MAX);
         TokenPair { access_token, expires_in, refresh_token }
     }
@@ -387,6 +460,22 @@ impl Identity {
     pub async fn jwks(&self) -> Result<Vec<trellis_proto::trellis::identity::v1::Jwk>> {
         self.keys.jwks().await
     }
+}
+
+/// A failed sign-in as the audit sees it.
+#[derive(Debug, Clone)]
+pub struct LoginFailure {
+    /// SHA-256 (hex) of the email as normalised (or as typed, when it is not an email).
+    pub email_hash: String,
+    /// Where the attempt came from.
+    pub client: Client,
+    /// Why it failed.
+    pub reason: LoginFailureReason,
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Inserts a user, turning a taken email into EMAIL_TAKEN.

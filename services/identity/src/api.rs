@@ -8,6 +8,7 @@ use trellis_kit::RequestContext;
 use trellis_proto::trellis::identity::v1 as pb;
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthService;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationService;
+use trellis_proto::trellis::identity::v1::session_service_server::SessionService;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenService;
 
 use crate::accounts::{Client, Identity, Registration, TokenPair};
@@ -141,6 +142,143 @@ impl AuthService for AuthApi {
             expires_in,
             token_type: TOKEN_TYPE.into(),
             org_changed: refreshed.org_changed,
+        }))
+    }
+
+    async fn forgot_password(
+        &self,
+        request: Request<pb::ForgotPasswordRequest>,
+    ) -> Result<Response<pb::ForgotPasswordResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let client = client(&request);
+        let message = self.identity.forgot_password(&ctx, &request.get_ref().email, &client).await?;
+        Ok(Response::new(pb::ForgotPasswordResponse { message: message.into() }))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        self.identity.reset_password(&ctx, &r.token, r.new_password).await?;
+        Ok(Response::new(pb::ResetPasswordResponse { message: crate::recovery::RESET_MESSAGE.into() }))
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let email = self.identity.verify_email(ctx, &request.get_ref().token).await?;
+        Ok(Response::new(pb::VerifyEmailResponse { email }))
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let expires_at = self.identity.resend_verification(ctx).await?;
+        Ok(Response::new(pb::ResendVerificationResponse { expires_at: Some(timestamp(expires_at)) }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let revoked_sessions = self.identity.change_password(&ctx, r.current_password, r.new_password).await?;
+        Ok(Response::new(pb::ChangePasswordResponse { revoked_sessions }))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<()>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        self.identity.logout(ctx).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn logout_all(
+        &self,
+        request: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let revoked_count = self.identity.logout_all(ctx).await?;
+        Ok(Response::new(pb::LogoutAllResponse { revoked_count }))
+    }
+
+    async fn switch_organization(
+        &self,
+        request: Request<pb::SwitchOrganizationRequest>,
+    ) -> Result<Response<pb::SwitchOrganizationResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let switched = self.identity.switch_organization(ctx, &request.get_ref().org_id).await?;
+        Ok(Response::new(pb::SwitchOrganizationResponse {
+            access_token: switched.tokens.access_token,
+            expires_in: switched.tokens.expires_in,
+            token_type: TOKEN_TYPE.into(),
+            org_id: switched.org_id.to_string(),
+            role: switched.role,
+        }))
+    }
+}
+
+/// `trellis.identity.v1.SessionService`.
+#[derive(Debug, Clone)]
+pub struct SessionApi {
+    identity: Arc<Identity>,
+}
+
+impl SessionApi {
+    /// Handlers over the shared state.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for SessionApi {
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (rows, current) = self.identity.list_sessions(ctx).await?;
+        let sessions: Vec<pb::Session> = rows
+            .into_iter()
+            .map(|s| pb::Session {
+                current: s.id == current,
+                id: s.id.to_string(),
+                created_at: Some(timestamp(s.created_at)),
+                last_seen_at: Some(timestamp(s.last_seen_at)),
+                ip: s.ip.unwrap_or_default(),
+                user_agent: s.user_agent.unwrap_or_default(),
+                amr: s.amr,
+                active_org_id: s.active_org_id.map(|o| o.to_string()).unwrap_or_default(),
+            })
+            .collect();
+        let total_size = i32::try_from(sessions.len()).unwrap_or(i32::MAX);
+        Ok(Response::new(pb::ListSessionsResponse { sessions, total_size }))
+    }
+
+    async fn revoke_session(&self, request: Request<pb::RevokeSessionRequest>) -> Result<Response<()>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        self.identity.revoke_session(ctx, &request.get_ref().session_id).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_session_status(
+        &self,
+        request: Request<pb::GetSessionStatusRequest>,
+    ) -> Result<Response<pb::GetSessionStatusResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let statuses = self.identity.session_status(ctx, &request.get_ref().sids).await?;
+        Ok(Response::new(pb::GetSessionStatusResponse {
+            statuses: statuses
+                .into_iter()
+                .map(|s| pb::SessionStatus { sid: s.sid, active: s.active, revoked_at: s.revoked_at.map(timestamp) })
+                .collect(),
         }))
     }
 }

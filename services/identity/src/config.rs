@@ -37,6 +37,22 @@ pub struct IdentityConfig {
     /// Lifetime of each refresh token (`30d`, `12h`, ...); every refresh issues a new one.
     #[arg(long = "refresh-token-ttl", env = "REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_ttl)]
     pub refresh_token_ttl: Duration,
+
+    /// Consecutive failed sign-ins (or MFA codes) that lock an account.
+    #[arg(long = "identity-lockout-threshold", env = "IDENTITY_LOCKOUT_THRESHOLD", default_value_t = 5)]
+    pub lockout_threshold: u32,
+
+    /// How long a locked account refuses sign-in (`15m`; tests shorten it).
+    #[arg(long = "identity-lockout-duration", env = "IDENTITY_LOCKOUT_DURATION", default_value = "15m", value_parser = parse_ttl)]
+    pub lockout_duration: Duration,
+
+    /// Sign-in attempts allowed per email and, separately, per client IP in each window.
+    #[arg(long = "identity-login-rate-limit", env = "IDENTITY_LOGIN_RATE_LIMIT", default_value_t = 10)]
+    pub login_rate_limit: u32,
+
+    /// The window of the sign-in rate limits.
+    #[arg(long = "identity-login-rate-window", env = "IDENTITY_LOGIN_RATE_WINDOW", default_value = "15m", value_parser = parse_ttl)]
+    pub login_rate_window: Duration,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -46,6 +62,10 @@ impl std::fmt::Debug for IdentityConfig {
             .field("public_base_url", &self.public_base_url)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
+            .field("lockout_threshold", &self.lockout_threshold)
+            .field("lockout_duration", &self.lockout_duration)
+            .field("login_rate_limit", &self.login_rate_limit)
+            .field("login_rate_window", &self.login_rate_window)
             .finish()
     }
 }
@@ -81,6 +101,8 @@ impl IdentityConfig {
             "ACCESS_TOKEN_TTL must be between 1s and 24h"
         );
         anyhow::ensure!(self.refresh_token_ttl >= Duration::from_secs(1), "REFRESH_TOKEN_TTL must be at least 1s");
+        anyhow::ensure!(self.lockout_threshold >= 1, "IDENTITY_LOCKOUT_THRESHOLD must be at least 1");
+        anyhow::ensure!(self.login_rate_limit >= 1, "IDENTITY_LOGIN_RATE_LIMIT must be at least 1");
         Ok(())
     }
 
@@ -126,6 +148,7 @@ mod tests {
             public_base_url: "http://localhost:8080".into(),
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            ..IdentityConfig::from_env().expect("defaults")
         };
         config.validate().expect("defaults are valid");
         assert!(config.uses_dev_key());
@@ -139,6 +162,7 @@ mod tests {
             public_base_url: "http://localhost:8080".into(),
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(60),
+            ..IdentityConfig::from_env().expect("defaults")
         };
         assert!(config.validate().is_err());
     }

@@ -17,6 +17,7 @@ pub const REASONS: &[(&str, Code)] = &[
     ("PASSWORD_TOO_LONG", Code::InvalidArgument),
     ("PASSWORD_TOO_COMMON", Code::InvalidArgument),
     ("PASSWORD_CONTAINS_EMAIL", Code::InvalidArgument),
+    ("PASSWORD_UNCHANGED", Code::InvalidArgument),
     ("INVALID_CREDENTIALS", Code::Unauthenticated),
     ("REFRESH_TOKEN_INVALID", Code::Unauthenticated),
     ("REFRESH_TOKEN_REUSED", Code::Unauthenticated),

@@ -27,6 +27,10 @@ pub const INVITATION_SENT: &str = "identity.invitation.sent";
 pub const INVITATION_ACCEPTED: &str = "identity.invitation.accepted";
 /// `identity.session.revoked`
 pub const SESSION_REVOKED: &str = "identity.session.revoked";
+/// `identity.user.login_failed`
+pub const LOGIN_FAILED: &str = "identity.user.login_failed";
+/// `identity.user.locked`
+pub const USER_LOCKED: &str = "identity.user.locked";
 
 /// Converts a time to the wire.
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -141,4 +145,22 @@ pub async fn session_revoked(
     let payload =
         pb::SessionRevoked { session_id: session_id.to_string(), user_id: user_id.to_string(), reason: reason.into() };
     stage(tx, ctx, SESSION_REVOKED, &payload).await.map(drop)
+}
+
+/// A failed sign-in (audit). `ctx` names the platform org.
+pub async fn login_failed(tx: &mut Tx, ctx: &RequestContext, payload: pb::LoginFailed) -> Result<()> {
+    stage(tx, ctx, LOGIN_FAILED, &payload).await.map(drop)
+}
+
+/// An account locked after repeated failures. `ctx` names the platform org.
+pub async fn user_locked(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    user_id: Uuid,
+    locked_until: DateTime<Utc>,
+    failed_count: i32,
+) -> Result<()> {
+    let payload =
+        pb::UserLocked { user_id: user_id.to_string(), locked_until: Some(timestamp(locked_until)), failed_count };
+    stage(tx, ctx, USER_LOCKED, &payload).await.map(drop)
 }

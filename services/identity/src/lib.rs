@@ -12,6 +12,9 @@
 //! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
 //! - [`tokens`]: opaque refresh tokens, refresh verdicts (rotation, reuse), which organization a
 //!   session acts in, access-token claims.
+//! - [`sessions`]: Logout, LogoutAll, the session list, SwitchOrganization, GetSessionStatus.
+//! - [`revocation`]: announces revoked sessions on Redis (`trellis.revocations`) with a heartbeat.
+//! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
 //! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), JWKS.
 //! - [`store`]: every query. Tenant tables (organizations, org_members, invitations) are only
 //!   touched inside a tenant transaction; global tables (users, sessions, refresh_tokens,
@@ -35,6 +38,9 @@ pub mod invitation;
 pub mod keys;
 pub mod organization;
 pub mod password;
+pub mod recovery;
+pub mod revocation;
+pub mod sessions;
 pub mod store;
 pub mod tokens;
 pub mod user;
@@ -44,6 +50,7 @@ use std::sync::Arc;
 use trellis_kit::{Module, Service};
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
+use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
 
 pub use accounts::Identity;
@@ -68,8 +75,11 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             settings.public_base_url = runtime.config.public_base_url.clone();
             settings.validate()?;
             let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
+            let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
             Ok(Service::new()
+                .worker("revocation-heartbeat", heartbeat)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
+                .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
         })

@@ -563,3 +563,198 @@ pub async fn published_signing_keys(pool: &PgPool) -> sqlx::Result<Vec<PublicKey
     .fetch_all(pool)
     .await
 }
+
+/// A session as its user sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    /// Id (the `sid` claim).
+    pub id: Uuid,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+    /// When it was last refreshed.
+    pub last_seen_at: DateTime<Utc>,
+    /// Client IP at sign-in.
+    pub ip: Option<String>,
+    /// Client user agent at sign-in.
+    pub user_agent: Option<String>,
+    /// Authentication methods.
+    pub amr: Vec<String>,
+    /// The organization its tokens name.
+    pub active_org_id: Option<Uuid>,
+}
+
+/// The user's live sessions (unrevoked, unexpired), most recently seen first.
+pub async fn live_sessions(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Vec<SessionRow>> {
+    sqlx::query_as(
+        "select id, created_at, last_seen_at, host(ip) as ip, user_agent, amr, active_org_id
+         from identity.sessions
+         where user_id = $1 and revoked_at is null and expires_at > now()
+         order by last_seen_at desc, id desc",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Revokes every live session of a user except `keep`; returns the revoked ids.
+pub async fn revoke_user_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    reason: &str,
+    keep: Option<Uuid>,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "update identity.sessions set revoked_at = now(), revoke_reason = $2
+         where user_id = $1 and revoked_at is null and ($3::uuid is null or id <> $3)
+         returning id",
+    )
+    .bind(user_id)
+    .bind(reason)
+    .bind(keep)
+    .fetch_all(conn)
+    .await
+}
+
+/// The owner of a session, if it exists.
+pub async fn session_owner(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("select user_id from identity.sessions where id = $1").bind(id).fetch_optional(conn).await
+}
+
+/// Whether each session is live (unrevoked and unexpired); unknown ids are absent.
+pub async fn live_session_ids(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, Option<DateTime<Utc>>, bool)>> {
+    sqlx::query_as(
+        "select id, revoked_at, (revoked_at is null and expires_at > now()) as live
+         from identity.sessions where id = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// Makes `org_id` the organization a live session of `user_id` acts in. False when the session
+/// is not the user's or has ended.
+pub async fn switch_session_org(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    user_id: Uuid,
+    org_id: Uuid,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update identity.sessions set active_org_id = $3, last_seen_at = now()
+         where id = $1 and user_id = $2 and revoked_at is null and expires_at > now()",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .bind(org_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Counts one more consecutive failed sign-in of an unlocked account. At `threshold` the account
+/// is locked until `lock_until` and the counter starts again; returns the count that locked it.
+pub async fn count_failed_login(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    threshold: i32,
+    lock_until: DateTime<Utc>,
+) -> sqlx::Result<Option<i32>> {
+    let count: Option<i32> = sqlx::query_scalar(
+        "update identity.users set failed_login_count = failed_login_count + 1, updated_at = now()
+         where id = $1 and (locked_until is null or locked_until <= now())
+         returning failed_login_count",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match count {
+        Some(n) if n >= threshold => {
+            sqlx::query("update identity.users set failed_login_count = 0, locked_until = $2 where id = $1")
+                .bind(user_id)
+                .bind(lock_until)
+                .execute(conn)
+                .await?;
+            Ok(Some(n))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Issues an email token, spending any live token of the same (user, purpose) first.
+pub async fn replace_email_token(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    purpose: &str,
+    token_hash: &[u8],
+    new_email: Option<&str>,
+    expires_at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update identity.email_tokens set used_at = now() where user_id = $1 and purpose = $2 and used_at is null",
+    )
+    .bind(user_id)
+    .bind(purpose)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into identity.email_tokens (id, user_id, purpose, token_hash, new_email, expires_at)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(purpose)
+    .bind(token_hash)
+    .bind(new_email)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A live (unused, unexpired) email token of one of `purposes`, locked; `None` otherwise.
+pub async fn live_email_token_for_update(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    purposes: &[&str],
+) -> sqlx::Result<Option<(Uuid, Uuid, String, Option<String>)>> {
+    sqlx::query_as(
+        "select id, user_id, purpose, new_email from identity.email_tokens
+         where token_hash = $1 and purpose = any($2) and used_at is null and expires_at > now()
+         for update",
+    )
+    .bind(token_hash)
+    .bind(purposes)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Spends an email token.
+pub async fn spend_email_token(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("update identity.email_tokens set used_at = now() where id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+/// Sets a new password hash, clears the lockout.
+pub async fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "update identity.users set password_hash = $2, password_changed_at = now(), failed_login_count = 0,
+                locked_until = null, updated_at = now()
+         where id = $1",
+    )
+    .bind(user_id)
+    .bind(hash)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks the email verified (keeps the first time).
+pub async fn mark_email_verified(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "update identity.users set email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
+         where id = $1 returning email",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}

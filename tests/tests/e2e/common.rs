@@ -62,6 +62,7 @@ impl Platform {
             .collect();
         let cell = TestCell::start(modules).await;
         let gateway = Builder::new(cell.config.clone(), GatewayConfig::from_env())
+            .authenticator(cell.auth.clone())
             .spawn()
             .await
             .unwrap_or_else(|e| panic!("starting the gateway: {e:#}"));

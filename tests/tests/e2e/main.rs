@@ -2,4 +2,6 @@
 //! client. They need the infrastructure `cargo xtask test` starts.
 
 mod common;
+mod recovery;
+mod sessions;
 mod skeleton;

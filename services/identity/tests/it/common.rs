@@ -27,7 +27,14 @@ pub struct Identity {
 
 impl Identity {
     pub async fn start() -> Identity {
-        let cell = TestCell::start(vec![trellis_identity::module()]).await;
+        Self::start_with(|_| {}).await
+    }
+
+    /// With identity's settings adjusted by `tune` (shorter lockouts, other limits).
+    pub async fn start_with(tune: impl FnOnce(&mut trellis_identity::IdentityConfig)) -> Identity {
+        let mut settings = trellis_identity::IdentityConfig::from_env().expect("identity settings");
+        tune(&mut settings);
+        let cell = TestCell::start(vec![trellis_identity::module_with(Some(settings))]).await;
         let channel = cell.channel("identity").await;
         let owner = cell.owner_pool().await;
         Identity {

@@ -5,4 +5,7 @@ mod auth;
 mod common;
 mod invitations;
 mod jwks;
+mod lockout;
+mod recovery;
+mod sessions;
 mod tenancy;
