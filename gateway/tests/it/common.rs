@@ -197,6 +197,13 @@ pub async fn spawn_widgets() -> String {
     format!("http://{addr}")
 }
 
+/// The Redis of `cargo xtask test` (rate limits); these tests need it.
+pub fn redis_url() -> String {
+    std::env::var("TRELLIS_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!("TRELLIS_TEST_REDIS_URL is not set: run the gateway tests with `cargo xtask test -p trellis-gateway`")
+    })
+}
+
 /// A URL where nothing listens.
 pub async fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -234,11 +241,17 @@ impl Harness {
 
     /// With the widget backend at `widgets`.
     pub async fn start_on(widgets: &str, tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
+        Self::start_full(widgets, &redis_url(), tune).await
+    }
+
+    /// With the widget backend at `widgets` and Redis at `redis`.
+    pub async fn start_full(widgets: &str, redis: &str, tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
         let mut config = Config::from_env();
+        config.redis_url = redis.to_string();
         config.urls.identity = spawn_token_service().await;
         config.shutdown_grace = Duration::from_secs(2);
         let config = Arc::new(config);
-        let mut settings = GatewayConfig::from_env();
+        let mut settings = GatewayConfig::from_env().without_practical_rate_limits();
         settings.modules = Vec::new();
         settings.default_deadline = Duration::from_secs(10);
         settings.body_limit_bytes = 10 * 1024 * 1024;

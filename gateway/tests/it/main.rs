@@ -12,5 +12,7 @@ mod common;
 mod edge;
 mod grpc_web;
 mod identity;
+mod limits;
 mod passthrough;
+mod policy;
 mod rest;
