@@ -310,6 +310,63 @@ pub struct Settings {
     pub hsts: String,
 }
 
+/// The OpenAPI document, serialised once, with its `ETag`.
+#[derive(Debug)]
+pub struct OpenApi {
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl OpenApi {
+    /// Serialises `document` (sorted keys) and hashes it.
+    pub fn new(document: &serde_json::Value) -> Self {
+        use sha2::Digest;
+        let body = Bytes::from(serde_json::to_vec(document).unwrap_or_default());
+        let digest = sha2::Sha256::digest(&body);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let etag = HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        Self { body, etag }
+    }
+}
+
+/// `GET /openapi.json`: public, limited like any anonymous request, `ETag` + `If-None-Match`.
+async fn openapi(gateway: &Gateway, request: &Request<Incoming>, call: &Call) -> Response<Body> {
+    let check = gateway.limiter.limits().anonymous(call.client_ip);
+    let decision = gateway.limiter.check(std::slice::from_ref(&check)).await;
+    let mut response = match &decision {
+        Some(d) if !d.allowed => {
+            gateway.metrics.rate_limited(d.headline.limiter.name());
+            ApiError::rate_limited(&d.headline).to_response(&call.correlation_id)
+        }
+        _ => {
+            let fresh = request
+                .headers()
+                .get(http::header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == gateway.openapi.etag || t.trim() == "*"));
+            let mut response = if fresh {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                r
+            } else {
+                let mut r = Response::new(full(gateway.openapi.body.clone()));
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+                r
+            };
+            response.headers_mut().insert(http::header::ETAG, gateway.openapi.etag.clone());
+            response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+            response
+        }
+    };
+    if let Some(d) = decision {
+        d.headline.apply_headers(response.headers_mut());
+    }
+    if request.method() == Method::HEAD {
+        response = response.map(|_| empty());
+    }
+    response
+}
+
 /// The modules every cell runs whatever `TRELLIS_MODULES` says.
 pub const ALWAYS_ON: [&str; 4] = ["identity", "permissions", "notifications", "gateway"];
 
@@ -328,6 +385,8 @@ pub struct Gateway {
     pub metrics: &'static GatewayMetrics,
     /// Rate limits.
     pub limiter: RateLimiter,
+    /// `/openapi.json`, built at start.
+    pub openapi: OpenApi,
     /// False before start-up completes and from the moment shutdown begins.
     pub ready: AtomicBool,
 }
@@ -433,6 +492,9 @@ pub async fn public(gateway: Arc<Gateway>, request: Request<Incoming>, peer: Soc
     let (surface, (mut response, label)) = match (&method, path.as_str()) {
         (&Method::GET | &Method::HEAD, "/healthz") => (Surface::Rest, (health(), path.clone())),
         (&Method::GET | &Method::HEAD, "/readyz") => (Surface::Rest, (readiness(&gateway), path.clone())),
+        (&Method::GET | &Method::HEAD, "/openapi.json") => {
+            (Surface::Rest, (openapi(&gateway, &request, &call).await, path.clone()))
+        }
         _ if is_preflight(&request) => (Surface::Rest, (preflight(&gateway, &request, &call), "preflight".to_string())),
         _ => match classify(&request) {
             Surface::GrpcWeb => (Surface::GrpcWeb, grpc_web::handle(&gateway, request, &call).await),

@@ -17,6 +17,7 @@
 //! - [`passthrough`]: native gRPC forwarded frame by frame.
 //! - [`upstream`]: one channel per backend module; raw unary calls and HTTP/2 forwarding.
 //! - [`errors`]: gRPC status → HTTP status and the error envelope, in one table.
+//! - [`openapi`]: `/openapi.json`, generated from the route table at start.
 //! - [`metrics`]: the `gateway_*` Prometheus families.
 //!
 //! A REST request flows: [`http::public`] (correlation id) → [`rest::handle`] → route lookup
@@ -30,6 +31,7 @@ pub mod errors;
 pub mod grpc_web;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod passthrough;
 pub mod ratelimit;
 pub mod rest;
@@ -252,6 +254,12 @@ impl Builder {
         let upstreams = Upstreams::new(&urls, self.gateway.body_limit_bytes)?;
         let auth = self.auth.unwrap_or_else(|| Authenticator::new(self.config.clone()));
         tracing::info!(routes = routes.len(), backends = urls.len(), "route table built");
+        let modules = self.gateway.enabled_modules();
+        let openapi = http::OpenApi::new(&openapi::document(
+            &routes,
+            |m| modules.as_ref().is_none_or(|e| http::ALWAYS_ON.contains(&m) || e.iter().any(|x| x == m)),
+            &self.config.public_base_url,
+        ));
         let limiter = RateLimiter::connect(self.gateway.rate_limits(), &self.config.redis_url, shutdown.clone()).await;
         Ok(Gateway {
             routes,
@@ -280,6 +288,7 @@ impl Builder {
                 },
             },
             limiter,
+            openapi,
             metrics: GatewayMetrics::global(),
             ready: AtomicBool::new(false),
         })

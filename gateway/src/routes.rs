@@ -401,6 +401,11 @@ impl<T> Router<T> {
         self.entries.len()
     }
 
+    /// Every binding's value, in insertion order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|e| &e.value)
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -788,6 +793,11 @@ impl RouteTable {
     /// The binding for a REST request.
     pub fn find(&self, method: &Method, path: &str) -> Lookup<'_, Arc<Route>> {
         self.router.find(method, path)
+    }
+
+    /// Every HTTP binding.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.router.values()
     }
 
     /// A method by its gRPC path (`/package.Service/Method`).

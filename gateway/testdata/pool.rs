@@ -21,6 +21,7 @@ pub fn compile(file: &str) -> DescriptorPool {
     let include = protoc_bin_vendored::include_path().expect("vendored protoc includes");
     let status = std::process::Command::new(protoc)
         .arg("--include_imports")
+        .arg("--include_source_info")
         .arg(format!("--descriptor_set_out={}", out.display()))
         .arg(format!("-I{}", manifest.join("testdata").display()))
         .arg(format!("-I{}", manifest.join("../proto").display()))

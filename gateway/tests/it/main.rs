@@ -13,6 +13,7 @@ mod edge;
 mod grpc_web;
 mod identity;
 mod limits;
+mod openapi;
 mod passthrough;
 mod policy;
 mod rest;
