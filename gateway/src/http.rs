@@ -304,6 +304,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Idle time before an SSE `: ping`.
+    pub sse_heartbeat: Duration,
+    /// Open SSE streams per replica.
+    pub sse_max_streams: usize,
     /// Origins allowed cross-origin access (exact match).
     pub cors_allowed_origins: Vec<String>,
     /// The `Strict-Transport-Security` value.
@@ -387,6 +391,8 @@ pub struct Gateway {
     pub limiter: RateLimiter,
     /// `/openapi.json`, built at start.
     pub openapi: OpenApi,
+    /// Open SSE streams.
+    pub active_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// False before start-up completes and from the moment shutdown begins.
     pub ready: AtomicBool,
 }

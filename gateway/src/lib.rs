@@ -13,6 +13,7 @@
 //!   limits and API-key scopes.
 //! - [`ratelimit`]: the limiters of Rule 30, GCRA in one Redis script, in-memory fallback.
 //! - [`rest`]: the REST/JSON surface; [`transcode`]: JSON ⇄ `DynamicMessage`.
+//! - [`sse`]: server-sent events for server-streaming GET bindings.
 //! - [`grpc_web`]: gRPC-web (binary and text) translated to native gRPC.
 //! - [`passthrough`]: native gRPC forwarded frame by frame.
 //! - [`upstream`]: one channel per backend module; raw unary calls and HTTP/2 forwarding.
@@ -36,6 +37,7 @@ pub mod passthrough;
 pub mod ratelimit;
 pub mod rest;
 pub mod routes;
+pub mod sse;
 pub mod transcode;
 pub mod upstream;
 
@@ -98,6 +100,12 @@ pub struct GatewayConfig {
     /// Adds `preload` to `Strict-Transport-Security`.
     #[arg(long = "hsts-preload", env = "HSTS_PRELOAD", default_value_t = false)]
     pub hsts_preload: bool,
+    /// Idle time after which an SSE stream gets a `: ping` comment.
+    #[arg(long = "sse-heartbeat", env = "SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub sse_heartbeat: Duration,
+    /// Open SSE streams per replica; more answer 503 with `Retry-After: 5`.
+    #[arg(long = "sse-max-streams", env = "SSE_MAX_STREAMS", default_value_t = 10_000)]
+    pub sse_max_streams: usize,
     /// Requests without a credential, per client IP.
     #[arg(long = "rate-limit-anonymous", env = "RATE_LIMIT_ANONYMOUS", default_value = "100/15m")]
     pub rate_limit_anonymous: ratelimit::Limit,
@@ -272,6 +280,8 @@ impl Builder {
                 modules: self.gateway.enabled_modules(),
                 shutdown_grace: self.config.shutdown_grace,
                 trusted_proxies: self.gateway.trusted_proxies.clone(),
+                sse_heartbeat: self.gateway.sse_heartbeat.max(Duration::from_millis(10)),
+                sse_max_streams: self.gateway.sse_max_streams,
                 cors_allowed_origins: self
                     .gateway
                     .cors_allowed_origins
@@ -289,6 +299,7 @@ impl Builder {
             },
             limiter,
             openapi,
+            active_streams: Arc::default(),
             metrics: GatewayMetrics::global(),
             ready: AtomicBool::new(false),
         })

@@ -114,11 +114,10 @@ async fn run(
         return Err(ApiError::not_implemented("This method streams requests; call it over gRPC"));
     }
     if method.descriptor.is_server_streaming() {
-        return Err(if accepts_event_stream(parts) {
-            ApiError::not_implemented("Server-sent events are not served by this gateway yet")
-        } else {
-            ApiError::not_acceptable()
-        });
+        if !accepts_event_stream(parts) || route.http_method != Method::GET {
+            return Err(ApiError::not_acceptable());
+        }
+        return crate::sse::open(gateway, &route, &vars, parts, call, rate).await;
     }
     if !accepts_json(parts) {
         return Err(ApiError::not_acceptable());

@@ -154,6 +154,40 @@ async fn watch(method: MethodDescriptor, request: Request<Bytes>) -> Result<Resp
     Ok(Response::new(Box::pin(tokio_stream::iter(items))))
 }
 
+async fn watch_events(method: MethodDescriptor, request: Request<Bytes>) -> Result<Response<WidgetStream>, Status> {
+    let input = DynamicMessage::decode(method.input(), request.into_inner())
+        .map_err(|e| Status::internal(format!("undecodable request: {e}")))?;
+    let int = |f: &str| input.get_field_by_name(f).and_then(|v| v.as_i32()).unwrap_or_default();
+    let after: i64 = text(&input, "last_event_id").parse().unwrap_or(0);
+    let (count, idle) = (int("count"), int("idle_ms"));
+    let fail = input.get_field_by_name("fail").and_then(|v| v.as_bool()).unwrap_or(false);
+    let output = method.output();
+    let mut items: Vec<Result<Bytes, Status>> = (0..i64::from(count))
+        .map(|i| {
+            let id = after + i + 1;
+            let event = if id % 2 == 1 {
+                json!({"eventId": id.to_string(), "widget": {"id": format!("w{id}"), "status": "WIDGET_STATUS_ACTIVE"}})
+            } else {
+                json!({"eventId": id.to_string(), "unreadCount": id})
+            };
+            from_json(output.clone(), event)
+        })
+        .collect();
+    if fail {
+        items.push(Err(trellis_kit::Error::not_found("WIDGET_NOT_FOUND", "The widget went away").into()));
+    }
+    let stream = tokio_stream::StreamExt::chain(
+        tokio_stream::iter(items),
+        futures::stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(idle.max(0) as u64)).await;
+            Err(Status::ok("end"))
+        }),
+    );
+    // `Status::ok` marks the end: filter it out so the stream simply finishes.
+    let stream = tokio_stream::StreamExt::filter(stream, |item| !matches!(item, Err(s) if s.code() == tonic::Code::Ok));
+    Ok(Response::new(Box::pin(stream)))
+}
+
 async fn upload(request: Request<Streaming<Bytes>>) -> Result<Response<Bytes>, Status> {
     let mut stream = request.into_inner();
     let mut count = 0;
@@ -173,6 +207,8 @@ async fn route(request: http::Request<Incoming>) -> http::Response<tonic::body::
     let mut grpc = tonic::server::Grpc::new(BytesCodec);
     if method.is_client_streaming() {
         grpc.client_streaming(tower::service_fn(upload), request).await
+    } else if method.name() == "WatchWidgetEvents" {
+        grpc.server_streaming(tower::service_fn(move |r| watch_events(method.clone(), r)), request).await
     } else if method.is_server_streaming() {
         grpc.server_streaming(tower::service_fn(move |r| watch(method.clone(), r)), request).await
     } else {

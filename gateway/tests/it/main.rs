@@ -17,3 +17,4 @@ mod openapi;
 mod passthrough;
 mod policy;
 mod rest;
+mod sse;
