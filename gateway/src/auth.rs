@@ -12,11 +12,11 @@
 //!   (`x:write` implies `x:read`) → else 403 SCOPE_MISSING; methods with
 //!   `(trellis.common.v1.api_key) = DENY` refuse them with 403 USER_TOKEN_REQUIRED.
 //!
-//! The verified `authorization` header is forwarded unchanged: services verify it again.
+//! A verified JWT is forwarded unchanged (services verify it again); an API key is replaced by
+//! the access token identity exchanged it for ([`crate::apikeys`]).
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
-use trellis_kit::auth::Authenticator;
 use trellis_kit::context::{RequestContext, Subject};
 
 use crate::errors::ApiError;
@@ -36,7 +36,11 @@ pub struct Credential {
     pub context: RequestContext,
 }
 
-async fn verify(auth: &Authenticator, value: &HeaderValue) -> Result<RequestContext, ApiError> {
+async fn verify(
+    gateway: &Gateway,
+    value: &HeaderValue,
+    correlation_id: &str,
+) -> Result<(HeaderValue, RequestContext), ApiError> {
     let text = value.to_str().map_err(|_| ApiError::invalid_token())?;
     let (scheme, token) = text.split_once(' ').ok_or_else(ApiError::invalid_token)?;
     let token = token.trim();
@@ -44,14 +48,14 @@ async fn verify(auth: &Authenticator, value: &HeaderValue) -> Result<RequestCont
         return Err(ApiError::invalid_token());
     }
     if token.starts_with(API_KEY_PREFIX) {
-        // Keys are exchanged through identity's ResolveApiKey; until that exchange exists at the
-        // edge, no key is valid here.
-        return Err(ApiError::invalid_api_key());
+        // Exchanged through identity's ResolveApiKey; the backend receives the access token.
+        return gateway.api_keys.resolve(token, &gateway.upstreams, &gateway.auth, correlation_id).await;
     }
     // `authenticate` (not just `verify`): it is where kit applies session revocation too.
     let mut headers = HeaderMap::with_capacity(1);
     headers.insert(AUTHORIZATION, value.clone());
-    auth.authenticate(&headers, false).await.map_err(ApiError::from_kit)
+    let context = gateway.auth.authenticate(&headers, false).await.map_err(ApiError::from_kit)?;
+    Ok((value.clone(), context))
 }
 
 /// The credential of a call of `method`: `Some` when one was verified, `None` for an anonymous
@@ -60,6 +64,7 @@ pub async fn authenticate(
     gateway: &Gateway,
     headers: &HeaderMap,
     method: &MethodInfo,
+    correlation_id: &str,
 ) -> Result<Option<Credential>, ApiError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         if method.public {
@@ -68,9 +73,10 @@ pub async fn authenticate(
         gateway.metrics.auth_failure("UNAUTHENTICATED");
         return Err(ApiError::unauthenticated());
     };
-    match verify(&gateway.auth, value).await {
-        Ok(context) => Ok(Some(Credential { header: value.clone(), context })),
-        Err(e) if method.public && e.status.as_u16() == 401 => Ok(None),
+    match verify(gateway, value, correlation_id).await {
+        Ok((header, context)) => Ok(Some(Credential { header, context })),
+        // A public route works whatever the credential: a bad or unverifiable one is dropped.
+        Err(_) if method.public => Ok(None),
         Err(e) => {
             gateway.metrics.auth_failure(&e.code);
             tracing::info!(security = true, reason = %e.code, method = %method.path, "credential rejected");
@@ -88,7 +94,7 @@ pub async fn authenticate_counted(
     call: &Call,
     rate: &mut Option<Outcome>,
 ) -> Result<Option<Credential>, ApiError> {
-    match authenticate(gateway, headers, method).await {
+    match authenticate(gateway, headers, method, &call.correlation_id).await {
         Err(e) if e.status.as_u16() == 401 => {
             let check = gateway.limiter.limits().anonymous(call.client_ip);
             if let Some(decision) = gateway.limiter.check(std::slice::from_ref(&check)).await {
@@ -142,9 +148,10 @@ pub fn scope_satisfied(granted: &[String], required: &str) -> bool {
     })
 }
 
-/// The API-key rules of the Permissions section; user and service tokens pass.
+/// The API-key rules of the Permissions section; user and service tokens, and public methods, pass.
 pub fn check_scope(method: &MethodInfo, context: &RequestContext) -> Result<(), ApiError> {
-    if !matches!(context.subject, Subject::ApiKey(_)) {
+    // Public methods need no scope: anyone may call them (Permissions, rule 1).
+    if method.public || !matches!(context.subject, Subject::ApiKey(_)) {
         return Ok(());
     }
     if method.api_key_denied {

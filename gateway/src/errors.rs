@@ -108,6 +108,12 @@ impl ApiError {
         self
     }
 
+    /// Sets `Retry-After` (seconds).
+    pub fn with_retry(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// The mapping of a backend's status (spec error table).
     pub fn from_status(status: &Status) -> Self {
         let (http, default_code) = mapping(status.code());

@@ -393,6 +393,8 @@ pub struct Gateway {
     pub openapi: OpenApi,
     /// Open SSE streams.
     pub active_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Resolved API keys.
+    pub api_keys: crate::apikeys::ApiKeys,
     /// False before start-up completes and from the moment shutdown begins.
     pub ready: AtomicBool,
 }

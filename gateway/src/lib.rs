@@ -27,6 +27,7 @@
 //! field) → [`upstream::Upstreams::unary`] to the module's backend → [`transcode::message_to_json`]
 //! → 200/201 + `Location`/204/302, or [`errors::ApiError::from_status`] → the envelope.
 
+pub mod apikeys;
 pub mod auth;
 pub mod errors;
 pub mod grpc_web;
@@ -86,6 +87,14 @@ pub struct GatewayConfig {
     /// Upper bound of every deadline, including those clients ask for with `grpc-timeout`.
     #[arg(long = "max-deadline", env = "MAX_DEADLINE", default_value = "60s", value_parser = parse_duration)]
     pub max_deadline: Duration,
+    /// Edge policy: CORS, proxies, HSTS, SSE and rate limits.
+    #[command(flatten)]
+    pub edge: Box<EdgeConfig>,
+}
+
+/// The gateway's edge policy settings (boxed inside [`GatewayConfig`] to keep it small).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeConfig {
     /// Origins allowed to call the API from a browser, comma-separated, exact
     /// `scheme://host[:port]` (no wildcards: credentials are allowed). Empty = no cross-origin access.
     #[arg(long = "cors-allowed-origins", env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -140,17 +149,7 @@ pub struct GatewayConfig {
     pub rate_limit_auth_refresh: ratelimit::Limit,
 }
 
-impl GatewayConfig {
-    /// Settings from the environment alone (tests), with defaults for the rest.
-    pub fn from_env() -> Self {
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            gateway: GatewayConfig,
-        }
-        <Wrapper as clap::Parser>::parse_from(["gateway"]).gateway
-    }
-
+impl EdgeConfig {
     /// The limits of Rule 30 with this configuration's overrides.
     pub fn rate_limits(&self) -> ratelimit::RateLimits {
         ratelimit::RateLimits {
@@ -164,20 +163,33 @@ impl GatewayConfig {
             auth_refresh: self.rate_limit_auth_refresh,
         }
     }
+}
+
+impl GatewayConfig {
+    /// Settings from the environment alone (tests), with defaults for the rest.
+    pub fn from_env() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            gateway: GatewayConfig,
+        }
+        <Wrapper as clap::Parser>::parse_from(["gateway"]).gateway
+    }
 
     /// Every limit raised far beyond what a test suite sends, for suites that are not about
     /// rate limits but share one Redis and one client IP.
     pub fn without_practical_rate_limits(mut self) -> Self {
         let big = ratelimit::Limit::new(1_000_000, Duration::from_secs(60));
         let plans = ratelimit::PlanLimits { free: big, pro: big, enterprise: big };
-        self.rate_limit_anonymous = big;
-        self.rate_limit_user = big;
-        self.rate_limit_api_key = plans;
-        self.rate_limit_org = plans;
-        self.rate_limit_auth_login = big;
-        self.rate_limit_auth_password_reset = big;
-        self.rate_limit_auth_register = big;
-        self.rate_limit_auth_refresh = big;
+        let edge = &mut self.edge;
+        edge.rate_limit_anonymous = big;
+        edge.rate_limit_user = big;
+        edge.rate_limit_api_key = plans;
+        edge.rate_limit_org = plans;
+        edge.rate_limit_auth_login = big;
+        edge.rate_limit_auth_password_reset = big;
+        edge.rate_limit_auth_register = big;
+        edge.rate_limit_auth_refresh = big;
         self
     }
 
@@ -268,7 +280,8 @@ impl Builder {
             |m| modules.as_ref().is_none_or(|e| http::ALWAYS_ON.contains(&m) || e.iter().any(|x| x == m)),
             &self.config.public_base_url,
         ));
-        let limiter = RateLimiter::connect(self.gateway.rate_limits(), &self.config.redis_url, shutdown.clone()).await;
+        let limiter =
+            RateLimiter::connect(self.gateway.edge.rate_limits(), &self.config.redis_url, shutdown.clone()).await;
         Ok(Gateway {
             routes,
             upstreams,
@@ -279,19 +292,20 @@ impl Builder {
                 max_deadline: self.gateway.max_deadline.max(Duration::from_millis(1)),
                 modules: self.gateway.enabled_modules(),
                 shutdown_grace: self.config.shutdown_grace,
-                trusted_proxies: self.gateway.trusted_proxies.clone(),
-                sse_heartbeat: self.gateway.sse_heartbeat.max(Duration::from_millis(10)),
-                sse_max_streams: self.gateway.sse_max_streams,
+                trusted_proxies: self.gateway.edge.trusted_proxies.clone(),
+                sse_heartbeat: self.gateway.edge.sse_heartbeat.max(Duration::from_millis(10)),
+                sse_max_streams: self.gateway.edge.sse_max_streams,
                 cors_allowed_origins: self
                     .gateway
+                    .edge
                     .cors_allowed_origins
                     .iter()
                     .map(|o| o.trim().trim_end_matches('/').to_string())
                     .filter(|o| !o.is_empty())
                     .collect(),
                 hsts: {
-                    let mut hsts = format!("max-age={}; includeSubDomains", self.gateway.hsts_max_age);
-                    if self.gateway.hsts_preload {
+                    let mut hsts = format!("max-age={}; includeSubDomains", self.gateway.edge.hsts_max_age);
+                    if self.gateway.edge.hsts_preload {
                         hsts.push_str("; preload");
                     }
                     hsts
@@ -300,6 +314,7 @@ impl Builder {
             limiter,
             openapi,
             active_streams: Arc::default(),
+            api_keys: apikeys::ApiKeys::default(),
             metrics: GatewayMetrics::global(),
             ready: AtomicBool::new(false),
         })

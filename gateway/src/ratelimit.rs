@@ -8,7 +8,9 @@
 //! consumes none of the others. The clock is Redis's own (`TIME`), so replicas agree.
 //!
 //! When Redis cannot answer (down, or slower than [`REDIS_BUDGET`]), the same algorithm runs in
-//! memory per replica, `/readyz` reports `degraded`, and no request fails because of it.
+//! memory per replica, `/readyz` reports `degraded`, and no request fails because of it. While
+//! Redis is marked unavailable requests go straight to memory; the ping task (every second)
+//! brings Redis back.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,8 +28,11 @@ use trellis_kit::context::{RequestContext, Subject};
 
 use crate::routes::{MethodInfo, RateClass};
 
-/// How long a request waits for Redis before the in-memory fallback decides.
-pub const REDIS_BUDGET: Duration = Duration::from_millis(100);
+/// How long a request waits for Redis before the in-memory fallback decides. Generous on
+/// purpose: a slow answer under load must not split the state between Redis and memory; an
+/// outage is detected by the ping task (and refused connections fail at once), after which
+/// requests skip Redis entirely until it answers again.
+pub const REDIS_BUDGET: Duration = Duration::from_millis(500);
 
 /// The limiters of Rule 30.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -569,7 +574,9 @@ impl RateLimiter {
         if checks.is_empty() {
             return None;
         }
-        if let Some(outcomes) = self.check_redis(checks).await {
+        if self.redis_available()
+            && let Some(outcomes) = self.check_redis(checks).await
+        {
             return decide(outcomes);
         }
         let outcomes = match self.memory.lock() {

@@ -13,14 +13,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
 use trellis_gateway::upstream::BytesCodec;
 use trellis_gateway::{Builder, GatewayConfig, Spawned};
 use trellis_kit::auth::{Claims, jwt};
 use trellis_kit::config::Config;
+use trellis_proto::trellis::identity::v1::api_key_service_server::{ApiKeyService, ApiKeyServiceServer};
 use trellis_proto::trellis::identity::v1::token_service_server::{TokenService, TokenServiceServer};
-use trellis_proto::trellis::identity::v1::{GetJwksRequest, GetJwksResponse, Jwk};
+use trellis_proto::trellis::identity::v1::{
+    GetJwksRequest, GetJwksResponse, Jwk, ResolveApiKeyRequest, ResolveApiKeyResponse, ResolvedApiKey,
+};
 
 use crate::pool::pool;
 
@@ -52,16 +56,84 @@ impl TokenService for Tokens {
     }
 }
 
-/// Serves the test `TokenService` with tonic's own server; returns its URL.
-pub async fn spawn_token_service() -> String {
+/// The API keys the fake identity knows: key → (key id, scopes, plan).
+pub const KEYS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "tk_live_reader0000000000000000000000000000000",
+        "0190a5a0-0000-7000-8000-000000000001",
+        &["widgets:read"],
+        "free",
+    ),
+    (
+        "tk_live_writer0000000000000000000000000000000",
+        "0190a5a0-0000-7000-8000-000000000002",
+        &["widgets:write"],
+        "pro",
+    ),
+];
+/// The org of every test key.
+pub const KEY_ORG: &str = "0190a5a0-0000-7000-8000-0000000000aa";
+
+/// identity's `ApiKeyService.ResolveApiKey`, over [`KEYS`], counting its calls.
+#[derive(Debug)]
+struct Keys {
+    issuer: String,
+    audience: String,
+    calls: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl ApiKeyService for Keys {
+    async fn resolve_api_key(
+        &self,
+        request: Request<ResolveApiKeyRequest>,
+    ) -> Result<Response<ResolveApiKeyResponse>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let key = request.into_inner().key;
+        let Some((_, id, scopes, plan)) = KEYS.iter().find(|(k, ..)| *k == key) else {
+            return Err(trellis_kit::Error::unauthenticated("API_KEY_INVALID", "The API key is invalid").into());
+        };
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: format!("api_key:{id}"),
+            aud: self.audience.clone(),
+            exp: now + 300,
+            nbf: None,
+            iat: now,
+            jti: uuid::Uuid::now_v7().to_string(),
+            org: Some(KEY_ORG.into()),
+            sid: Some(format!("key:{id}")),
+            roles: vec!["member".into()],
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            plan: Some(plan.to_string()),
+        };
+        Ok(Response::new(ResolveApiKeyResponse {
+            api_key: Some(ResolvedApiKey {
+                id: id.to_string(),
+                org_id: KEY_ORG.into(),
+                scopes: claims.scopes.clone(),
+                expires_at: None,
+            }),
+            access_token: jwt::sign(&claims, KID, &signing_key()),
+        }))
+    }
+}
+
+/// Serves the test `TokenService` and `ApiKeyService` with tonic's own server; returns its URL
+/// and the number of `ResolveApiKey` calls so far.
+pub async fn spawn_token_service_for(config: &Config) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind identity");
     let addr = listener.local_addr().expect("addr");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let keys = Keys { issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone(), calls: calls.clone() };
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TokenServiceServer::new(Tokens))
+            .add_service(ApiKeyServiceServer::new(keys))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    format!("http://{addr}")
+    (format!("http://{addr}"), calls)
 }
 
 /// The canonical proto3 JSON of a message (camelCase, full enum names), for building replies.
@@ -261,6 +333,8 @@ pub struct Harness {
     pub http: reqwest::Client,
     /// The cell configuration.
     pub config: Arc<Config>,
+    /// How often the gateway asked identity to resolve an API key.
+    pub resolve_calls: Arc<AtomicUsize>,
 }
 
 impl Harness {
@@ -284,7 +358,8 @@ impl Harness {
     pub async fn start_full(widgets: &str, redis: &str, tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
         let mut config = Config::from_env();
         config.redis_url = redis.to_string();
-        config.urls.identity = spawn_token_service().await;
+        let (identity, resolve_calls) = spawn_token_service_for(&config).await;
+        config.urls.identity = identity;
         config.shutdown_grace = Duration::from_secs(2);
         let config = Arc::new(config);
         let mut settings = GatewayConfig::from_env().without_practical_rate_limits();
@@ -304,6 +379,7 @@ impl Harness {
             http: reqwest::Client::new(),
             config,
             gateway,
+            resolve_calls,
         }
     }
 

@@ -29,7 +29,7 @@ fn fresh_ip() -> String {
 
 async fn start(tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
     Harness::start_with(|s| {
-        s.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.0/8").expect("cidr")];
+        s.edge.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.0/8").expect("cidr")];
         tune(s);
     })
     .await
@@ -79,7 +79,7 @@ async fn assert_limited(r: reqwest::Response, limiter: &str, count: u64, window_
 
 #[tokio::test]
 async fn anonymous_requests_are_limited_per_client_ip_with_decreasing_remaining() {
-    let h = start(|s| s.rate_limit_anonymous = limit("3/1m")).await;
+    let h = start(|s| s.edge.rate_limit_anonymous = limit("3/1m")).await;
     let ip = fresh_ip();
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -102,7 +102,7 @@ async fn anonymous_requests_are_limited_per_client_ip_with_decreasing_remaining(
 
 #[tokio::test]
 async fn user_tokens_are_limited_per_user_across_orgs() {
-    let h = start(|s| s.rate_limit_user = limit("2/1m")).await;
+    let h = start(|s| s.edge.rate_limit_user = limit("2/1m")).await;
     let ip = fresh_ip();
     let user = uuid::Uuid::now_v7().to_string();
     let in_org = |h: &Harness| {
@@ -133,7 +133,7 @@ fn key_token(h: &Harness, key: &str, org: &str, plan: &str, scopes: &[&str]) -> 
 
 #[tokio::test]
 async fn api_keys_are_limited_per_key_by_plan() {
-    let h = start(|s| s.rate_limit_api_key = plans("free=2/1m,pro=3/1m")).await;
+    let h = start(|s| s.edge.rate_limit_api_key = plans("free=2/1m,pro=3/1m")).await;
     let ip = fresh_ip();
     let org = uuid::Uuid::now_v7().to_string();
     let key = uuid::Uuid::now_v7().to_string();
@@ -152,7 +152,7 @@ async fn api_keys_are_limited_per_key_by_plan() {
 
 #[tokio::test]
 async fn every_authenticated_request_counts_toward_its_org() {
-    let h = start(|s| s.rate_limit_org = plans("3/1m")).await;
+    let h = start(|s| s.edge.rate_limit_org = plans("3/1m")).await;
     let ip = fresh_ip();
     let org = uuid::Uuid::now_v7().to_string();
     let member = |h: &Harness| {
@@ -182,8 +182,8 @@ async fn sign_in(h: &Harness, ip: &str, email: &str) -> reqwest::Response {
 #[tokio::test]
 async fn logins_are_limited_per_normalised_email_across_ips_and_per_ip_across_emails() {
     let h = start(|s| {
-        s.rate_limit_auth_login = limit("2/15m");
-        s.rate_limit_anonymous = limit("1/15m");
+        s.edge.rate_limit_auth_login = limit("2/15m");
+        s.edge.rate_limit_anonymous = limit("1/15m");
     })
     .await;
     let email = format!("bob-{}@example.test", uuid::Uuid::now_v7().simple());
@@ -219,7 +219,7 @@ async fn post_public(h: &Harness, path: &str, ip: &str) -> reqwest::Response {
 
 async fn assert_ip_class(path: &str, limiter: &str, tune: impl FnOnce(&mut GatewayConfig)) {
     let h = start(|s| {
-        s.rate_limit_anonymous = limit("1/1h");
+        s.edge.rate_limit_anonymous = limit("1/1h");
         tune(s);
     })
     .await;
@@ -235,25 +235,28 @@ async fn assert_ip_class(path: &str, limiter: &str, tune: impl FnOnce(&mut Gatew
 #[tokio::test]
 async fn password_resets_are_limited_per_ip() {
     assert_ip_class("/api/v1/widget-auth/reset", "auth_password_reset", |s| {
-        s.rate_limit_auth_password_reset = limit("2/1h")
+        s.edge.rate_limit_auth_password_reset = limit("2/1h")
     })
     .await;
 }
 
 #[tokio::test]
 async fn registrations_are_limited_per_ip() {
-    assert_ip_class("/api/v1/widget-auth/register", "auth_register", |s| s.rate_limit_auth_register = limit("2/1h"))
-        .await;
+    assert_ip_class("/api/v1/widget-auth/register", "auth_register", |s| {
+        s.edge.rate_limit_auth_register = limit("2/1h")
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn refreshes_are_limited_per_ip() {
-    assert_ip_class("/api/v1/widget-auth/refresh", "auth_refresh", |s| s.rate_limit_auth_refresh = limit("2/1h")).await;
+    assert_ip_class("/api/v1/widget-auth/refresh", "auth_refresh", |s| s.edge.rate_limit_auth_refresh = limit("2/1h"))
+        .await;
 }
 
 #[tokio::test]
 async fn failed_authentications_count_toward_the_anonymous_limit_of_the_ip() {
-    let h = start(|s| s.rate_limit_anonymous = limit("2/1m")).await;
+    let h = start(|s| s.edge.rate_limit_anonymous = limit("2/1m")).await;
     let ip = fresh_ip();
     for _ in 0..2 {
         assert_eq!(get_widget(&h, &ip, "not-a-token").await.status(), StatusCode::UNAUTHORIZED);
@@ -267,7 +270,7 @@ async fn failed_authentications_count_toward_the_anonymous_limit_of_the_ip() {
 async fn without_redis_limits_hold_per_replica_and_readiness_is_degraded() {
     let widgets = spawn_widgets().await;
     let h = Harness::start_full(&widgets, &dead_url().await, |s| {
-        s.rate_limit_anonymous = limit("2/1m");
+        s.edge.rate_limit_anonymous = limit("2/1m");
     })
     .await;
     let r = h.http.get(h.url("/readyz")).send().await.expect("readyz");
@@ -284,7 +287,7 @@ async fn without_redis_limits_hold_per_replica_and_readiness_is_degraded() {
 #[tokio::test]
 async fn grpc_callers_get_resource_exhausted_with_retry_info() {
     use tonic_types::StatusExt;
-    let h = start(|s| s.rate_limit_user = limit("1/1m")).await;
+    let h = start(|s| s.edge.rate_limit_user = limit("1/1m")).await;
     let token = h.token();
     let mut grpc = tonic::client::Grpc::new(h.channel().await);
     let path = http::uri::PathAndQuery::from_static("/trellis.widgets.v1.WidgetService/GetWidget");

@@ -8,6 +8,7 @@
 #[path = "../../testdata/pool.rs"]
 mod pool;
 
+mod apikeys;
 mod common;
 mod edge;
 mod grpc_web;

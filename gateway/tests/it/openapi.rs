@@ -122,8 +122,8 @@ async fn disabled_modules_are_absent_from_the_document() {
 async fn anonymous_requests_for_the_document_are_rate_limited() {
     // Its own client IP (through a trusted proxy): the other tests share 127.0.0.1 in one Redis.
     let h = Harness::start_with(|s| {
-        s.rate_limit_anonymous = "2/15m".parse().expect("limit");
-        s.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.1").expect("cidr")];
+        s.edge.rate_limit_anonymous = "2/15m".parse().expect("limit");
+        s.edge.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.1").expect("cidr")];
     })
     .await;
     let ip = format!("198.51.100.{}", rand::random::<u8>());

@@ -10,8 +10,8 @@ const ALLOWED: &str = "http://localhost:5173";
 
 async fn cors_harness() -> Harness {
     Harness::start_with(|s| {
-        s.cors_allowed_origins = vec![ALLOWED.to_string(), "http://localhost:3000/".to_string()];
-        s.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.1/32").expect("cidr")];
+        s.edge.cors_allowed_origins = vec![ALLOWED.to_string(), "http://localhost:3000/".to_string()];
+        s.edge.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.1/32").expect("cidr")];
     })
     .await
 }
@@ -130,8 +130,8 @@ fn assert_security_headers(r: &reqwest::Response, hsts: bool) {
 #[tokio::test]
 async fn security_headers_are_on_every_kind_of_response_and_hsts_only_over_https() {
     let h = Harness::start_with(|s| {
-        s.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.1/32").expect("cidr")];
-        s.rate_limit_anonymous = "1/1m".parse().expect("limit");
+        s.edge.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.1/32").expect("cidr")];
+        s.edge.rate_limit_anonymous = "1/1m".parse().expect("limit");
     })
     .await;
     let https =
@@ -174,9 +174,9 @@ async fn security_headers_are_on_every_kind_of_response_and_hsts_only_over_https
 #[tokio::test]
 async fn hsts_preload_is_added_when_configured() {
     let h = Harness::start_with(|s| {
-        s.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.0/8").expect("cidr")];
-        s.hsts_preload = true;
-        s.hsts_max_age = 600;
+        s.edge.trusted_proxies = vec![trellis_gateway::http::Cidr::parse("127.0.0.0/8").expect("cidr")];
+        s.edge.hsts_preload = true;
+        s.edge.hsts_max_age = 600;
     })
     .await;
     let r = h.http.get(h.url("/healthz")).header("x-forwarded-proto", "https").send().await.expect("ok");
@@ -195,7 +195,7 @@ async fn seen_client_ip(h: &Harness, forwarded_for: Option<&str>) -> String {
 #[tokio::test]
 async fn the_client_ip_is_the_rightmost_untrusted_forwarded_entry() {
     let h = Harness::start_with(|s| {
-        s.trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]
+        s.edge.trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]
             .iter()
             .map(|c| trellis_gateway::http::Cidr::parse(c).expect("cidr"))
             .collect();

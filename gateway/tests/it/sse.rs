@@ -130,7 +130,7 @@ async fn a_backend_error_becomes_an_error_event_and_the_stream_closes() {
 
 #[tokio::test]
 async fn an_idle_stream_gets_heartbeats() {
-    let h = Harness::start_with(|s| s.sse_heartbeat = Duration::from_millis(150)).await;
+    let h = Harness::start_with(|s| s.edge.sse_heartbeat = Duration::from_millis(150)).await;
     let r = open(&h, "count=1&idle_ms=700", &h.token()).await;
     let items = parse(&r.text().await.expect("body"));
     let pings = items.iter().filter(|i| **i == Item::Comment("ping".into())).count();
@@ -187,7 +187,7 @@ async fn a_token_expiring_mid_stream_ends_it_with_token_expired() {
 
 #[tokio::test]
 async fn streams_beyond_the_replica_limit_get_503_with_retry_after() {
-    let h = Harness::start_with(|s| s.sse_max_streams = 1).await;
+    let h = Harness::start_with(|s| s.edge.sse_max_streams = 1).await;
     let first = open(&h, "count=1&idle_ms=3000", &h.token()).await;
     assert_eq!(first.status(), StatusCode::OK);
     let second = open(&h, "count=1", &h.token()).await;
