@@ -30,6 +30,7 @@
 pub mod apikeys;
 pub mod auth;
 pub mod errors;
+pub mod fuzzing;
 pub mod grpc_web;
 pub mod http;
 pub mod metrics;

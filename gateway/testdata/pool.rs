@@ -14,7 +14,9 @@ pub fn pool() -> &'static DescriptorPool {
 
 /// The contract plus one file under `testdata/`.
 pub fn compile(file: &str) -> DescriptorPool {
+    // The gateway crate, or its `fuzz/` crate, which reuses this file.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = if manifest.ends_with("fuzz") { manifest.parent().unwrap_or(manifest) } else { manifest };
     let out =
         std::env::temp_dir().join(format!("trellis-gateway-{}-{}.bin", file.replace('/', "_"), std::process::id()));
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc");
