@@ -19,3 +19,4 @@ mod passthrough;
 mod policy;
 mod rest;
 mod sse;
+mod web_client;
