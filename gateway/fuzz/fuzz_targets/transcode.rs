@@ -4,7 +4,8 @@
 //! Input: `METHOD\nPATH\nQUERY\nBODY` (see `trellis_gateway::fuzzing::Input`); seeds live in
 //! `corpus/transcode`, which the normal test suite also replays (`fuzzing` unit tests).
 //!
-//! Run: `cd gateway/fuzz && cargo +nightly fuzz run transcode -- -max_total_time=60`.
+//! Run: `cd gateway/fuzz && cargo +nightly fuzz run transcode -- -max_total_time=60`
+//! (see docs/adr/0033 for the nightly build status).
 #![no_main]
 
 use std::sync::OnceLock;
