@@ -108,6 +108,12 @@ impl ApiError {
         self
     }
 
+    /// Sets `Retry-After` (seconds).
+    pub fn with_retry(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// The mapping of a backend's status (spec error table).
     pub fn from_status(status: &Status) -> Self {
         let (http, default_code) = mapping(status.code());
@@ -241,6 +247,56 @@ impl ApiError {
     /// 401 INVALID_API_KEY.
     pub fn invalid_api_key() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, Code::Unauthenticated, "INVALID_API_KEY", "The API key is invalid")
+    }
+
+    /// 429 RATE_LIMIT_EXCEEDED (RESOURCE_EXHAUSTED with RetryInfo on gRPC), Rule 33.
+    pub fn rate_limited(outcome: &crate::ratelimit::Outcome) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::ResourceExhausted,
+            "RATE_LIMIT_EXCEEDED",
+            format!("Rate limit exceeded: {}", outcome.limit),
+        )
+        .with_metadata("limiter", outcome.limiter.name())
+        .with_metadata("limit", outcome.limit.count.to_string())
+        .with_metadata("window_seconds", outcome.limit.period.as_secs().max(1).to_string());
+        e.retry_after = Some(outcome.retry_after_seconds());
+        e
+    }
+
+    /// 403 SCOPE_MISSING (PERMISSION_DENIED on gRPC) with `required_scope`.
+    pub fn scope_missing(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            "SCOPE_MISSING",
+            if scope.is_empty() {
+                "API keys cannot call this method".to_string()
+            } else {
+                format!("The API key lacks the scope {scope}")
+            },
+        )
+        .with_metadata("required_scope", scope)
+    }
+
+    /// 403 USER_TOKEN_REQUIRED: the method acts on the calling user, so API keys are refused.
+    pub fn user_token_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            "USER_TOKEN_REQUIRED",
+            "This method needs a user's access token, not an API key",
+        )
+    }
+
+    /// 403 CORS_ORIGIN_DENIED: a preflight from an origin outside the allow-list.
+    pub fn cors_origin_denied() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            "CORS_ORIGIN_DENIED",
+            "This origin may not call the API",
+        )
     }
 
     /// 503 SERVICE_UNAVAILABLE: the backend cannot be reached.

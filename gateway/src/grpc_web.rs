@@ -24,6 +24,7 @@ use tonic::Status;
 use crate::auth;
 use crate::errors::ApiError;
 use crate::http::{Body, BoxError, Call, Gateway, forwarded_grpc, full};
+use crate::ratelimit::Outcome;
 use crate::upstream::{UpstreamError, format_grpc_timeout, parse_grpc_timeout};
 
 /// Binary or base64 text framing.
@@ -123,10 +124,14 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, call: &Call) 
         let error = ApiError::unsupported_media_type("gRPC-web requests must be application/grpc-web[-text][+proto]");
         return (error.to_response(&call.correlation_id), label);
     };
-    let response = match run(gateway, request, call, mode).await {
+    let mut rate = None;
+    let mut response = match run(gateway, request, call, mode, &mut rate).await {
         Ok(response) => response,
         Err(error) => status_response(mode, &error.to_status()),
     };
+    if let Some(outcome) = &rate {
+        outcome.apply_headers(response.headers_mut());
+    }
     (response, label)
 }
 
@@ -135,6 +140,7 @@ async fn run(
     request: Request<Incoming>,
     call: &Call,
     mode: Mode,
+    rate: &mut Option<Outcome>,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
     let method = gateway.routes.method(&path).filter(|m| m.external).ok_or_else(ApiError::not_external)?.clone();
@@ -148,7 +154,9 @@ async fn run(
         return Err(ApiError::not_implemented("Client streaming is not available over gRPC-web"));
     }
     let (parts, body) = request.into_parts();
-    let credential = auth::authenticate(gateway, &parts.headers, &method).await?;
+    let credential = auth::authenticate_counted(gateway, &parts.headers, &method, call, rate).await?;
+    auth::limit_and_scope(gateway, &method, call, credential.as_ref(), None, rate).await?;
+    let credential = credential.map(|c| c.header);
 
     // The body: every frame of the request, bounded by the limit (base64 inflates text by 4/3).
     let limit = gateway.settings.body_limit;

@@ -26,6 +26,7 @@ use trellis_kit::context::CORRELATION_ID;
 
 use crate::errors::ApiError;
 use crate::metrics::{GatewayMetrics, Surface};
+use crate::ratelimit::RateLimiter;
 use crate::routes::{MethodInfo, RouteTable};
 use crate::upstream::Upstreams;
 use crate::{grpc_web, passthrough, rest};
@@ -61,21 +62,92 @@ pub struct Call {
     pub correlation_id: String,
     /// The W3C trace context sent to the backend: the caller's trace continued, or a new one.
     pub traceparent: String,
-    /// The client address (the peer; trusted-proxy resolution lands with rate limiting).
+    /// The client address (Rule 36): the peer, or what a trusted proxy says it is.
     pub client_ip: IpAddr,
+    /// Whether the request arrived over HTTPS (a trusted proxy's `X-Forwarded-Proto: https`).
+    pub secure: bool,
     /// When the request arrived.
     pub started: Instant,
 }
 
 impl Call {
-    fn new(headers: &HeaderMap, peer: SocketAddr) -> Self {
+    fn new(headers: &HeaderMap, peer: SocketAddr, trusted: &[Cidr]) -> Self {
+        let peer_ip = peer.ip().to_canonical();
+        let via_proxy = trusted.iter().any(|c| c.contains(peer_ip));
+        let secure = via_proxy
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
         Self {
             correlation_id: correlation_id(headers),
             traceparent: traceparent(headers),
-            client_ip: peer.ip(),
+            client_ip: if via_proxy { client_ip(peer_ip, headers, trusted) } else { peer_ip },
+            secure,
             started: Instant::now(),
         }
     }
+}
+
+/// An IP network, `10.0.0.0/8` or `::1/128` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr[/prefix]`.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        let (addr, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = addr.parse().map_err(|_| format!("invalid address in {s:?}"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("invalid prefix in {s:?}"))?,
+        };
+        Ok(Cidr { network: network.to_canonical(), prefix })
+    }
+
+    /// Whether `ip` is inside the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| -> (u128, u8) {
+            match ip.to_canonical() {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        let (net, net_len) = bits(self.network);
+        let (addr, addr_len) = bits(ip);
+        if net_len != addr_len {
+            return false;
+        }
+        let prefix = u32::from(self.prefix);
+        let mask =
+            if prefix == 0 { 0 } else { u128::MAX << (u32::from(net_len) - prefix) << (128 - u32::from(net_len)) };
+        net & mask == addr & mask
+    }
+}
+
+/// The client of a request from a trusted proxy: the rightmost `X-Forwarded-For` entry that is
+/// not itself a trusted proxy; malformed entries are skipped (Rule 36).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let entries: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|e| {
+            let e = e.trim();
+            e.parse::<IpAddr>()
+                .ok()
+                .or_else(|| e.parse::<SocketAddr>().ok().map(|a| a.ip()))
+                .map(|ip| ip.to_canonical())
+        })
+        .collect();
+    entries.iter().rev().find(|ip| !trusted.iter().any(|c| c.contains(**ip))).copied().unwrap_or(peer)
 }
 
 fn valid_correlation_id(id: &str) -> bool {
@@ -193,8 +265,12 @@ pub fn forwarded_grpc(call: &Call, incoming: &HeaderMap, credential: Option<&Hea
     out
 }
 
-/// Adds what every response carries: `X-Correlation-Id` and the security headers (Rule 38).
-pub fn common_headers(headers: &mut HeaderMap, correlation_id: &str) {
+/// Adds what every response carries: `X-Correlation-Id` and the security headers (Rule 38),
+/// with `Strict-Transport-Security` when the request came over HTTPS.
+pub fn common_headers(headers: &mut HeaderMap, correlation_id: &str, hsts: Option<&str>) {
+    if let Some(hsts) = hsts.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert("strict-transport-security", hsts);
+    }
     if let Ok(v) = HeaderValue::from_str(correlation_id) {
         headers.insert("x-correlation-id", v);
     }
@@ -226,6 +302,73 @@ pub struct Settings {
     pub modules: Option<Vec<String>>,
     /// How long in-flight requests get after shutdown.
     pub shutdown_grace: Duration,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Idle time before an SSE `: ping`.
+    pub sse_heartbeat: Duration,
+    /// Open SSE streams per replica.
+    pub sse_max_streams: usize,
+    /// Origins allowed cross-origin access (exact match).
+    pub cors_allowed_origins: Vec<String>,
+    /// The `Strict-Transport-Security` value.
+    pub hsts: String,
+}
+
+/// The OpenAPI document, serialised once, with its `ETag`.
+#[derive(Debug)]
+pub struct OpenApi {
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl OpenApi {
+    /// Serialises `document` (sorted keys) and hashes it.
+    pub fn new(document: &serde_json::Value) -> Self {
+        use sha2::Digest;
+        let body = Bytes::from(serde_json::to_vec(document).unwrap_or_default());
+        let digest = sha2::Sha256::digest(&body);
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let etag = HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        Self { body, etag }
+    }
+}
+
+/// `GET /openapi.json`: public, limited like any anonymous request, `ETag` + `If-None-Match`.
+async fn openapi(gateway: &Gateway, request: &Request<Incoming>, call: &Call) -> Response<Body> {
+    let check = gateway.limiter.limits().anonymous(call.client_ip);
+    let decision = gateway.limiter.check(std::slice::from_ref(&check)).await;
+    let mut response = match &decision {
+        Some(d) if !d.allowed => {
+            gateway.metrics.rate_limited(d.headline.limiter.name());
+            ApiError::rate_limited(&d.headline).to_response(&call.correlation_id)
+        }
+        _ => {
+            let fresh = request
+                .headers()
+                .get(http::header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == gateway.openapi.etag || t.trim() == "*"));
+            let mut response = if fresh {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                r
+            } else {
+                let mut r = Response::new(full(gateway.openapi.body.clone()));
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+                r
+            };
+            response.headers_mut().insert(http::header::ETAG, gateway.openapi.etag.clone());
+            response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+            response
+        }
+    };
+    if let Some(d) = decision {
+        d.headline.apply_headers(response.headers_mut());
+    }
+    if request.method() == Method::HEAD {
+        response = response.map(|_| empty());
+    }
+    response
 }
 
 /// The modules every cell runs whatever `TRELLIS_MODULES` says.
@@ -244,6 +387,14 @@ pub struct Gateway {
     pub settings: Settings,
     /// Gateway metrics.
     pub metrics: &'static GatewayMetrics,
+    /// Rate limits.
+    pub limiter: RateLimiter,
+    /// `/openapi.json`, built at start.
+    pub openapi: OpenApi,
+    /// Open SSE streams.
+    pub active_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Resolved API keys.
+    pub api_keys: crate::apikeys::ApiKeys,
     /// False before start-up completes and from the moment shutdown begins.
     pub ready: AtomicBool,
 }
@@ -282,30 +433,95 @@ fn health() -> Response<Body> {
 
 fn readiness(gateway: &Gateway) -> Response<Body> {
     if gateway.ready.load(Ordering::Acquire) {
+        let redis = gateway.limiter.redis_available();
         json(
             StatusCode::OK,
-            &serde_json::json!({"status": "ready", "checks": {"routes": format!("{} loaded", gateway.routes.len())}}),
+            &serde_json::json!({
+                "status": if redis { "ready" } else { "degraded" },
+                "checks": {
+                    "routes": format!("{} loaded", gateway.routes.len()),
+                    "redis": if redis { "ok" } else { "unavailable: rate limits are per replica" },
+                },
+            }),
         )
     } else {
         json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not_ready"}))
     }
 }
 
+/// CORS request headers browsers may send (Rule 37).
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, X-Correlation-Id, X-CSRF-Token, Last-Event-ID, X-Grpc-Web, X-User-Agent, grpc-timeout";
+/// Response headers scripts may read.
+const CORS_EXPOSE_HEADERS: &str = "X-Correlation-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, \
+    Retry-After, X-CSRF-Token, Location, grpc-status, grpc-message, grpc-status-details-bin";
+
+impl Gateway {
+    /// The request's `Origin` when it is on the allow-list (exact scheme, host and port).
+    fn allowed_origin<'h>(&self, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
+        let origin = headers.get(http::header::ORIGIN)?;
+        let text = origin.to_str().ok()?;
+        self.settings.cors_allowed_origins.iter().any(|o| o == text).then_some(origin)
+    }
+}
+
+fn is_preflight(request: &Request<Incoming>) -> bool {
+    request.method() == Method::OPTIONS
+        && request.headers().contains_key(http::header::ORIGIN)
+        && request.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// A CORS preflight: 204 with the policy for an allowed origin, else 403 CORS_ORIGIN_DENIED
+/// without any `Access-Control-*` header. Never rate limited (Rule 34).
+fn preflight(gateway: &Gateway, request: &Request<Incoming>, call: &Call) -> Response<Body> {
+    let Some(origin) = gateway.allowed_origin(request.headers()) else {
+        tracing::info!(security = true, origin = ?request.headers().get(http::header::ORIGIN), "CORS preflight denied");
+        return ApiError::cors_origin_denied().to_response(&call.correlation_id);
+    };
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers
+        .insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"));
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_ALLOW_HEADERS));
+    headers.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    headers.append(http::header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
 /// Serves one request on the public port.
 pub async fn public(gateway: Arc<Gateway>, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let call = Call::new(request.headers(), peer);
+    let call = Call::new(request.headers(), peer, &gateway.settings.trusted_proxies);
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let origin = gateway.allowed_origin(request.headers()).cloned();
+    let has_origin = request.headers().contains_key(http::header::ORIGIN);
     let (surface, (mut response, label)) = match (&method, path.as_str()) {
         (&Method::GET | &Method::HEAD, "/healthz") => (Surface::Rest, (health(), path.clone())),
         (&Method::GET | &Method::HEAD, "/readyz") => (Surface::Rest, (readiness(&gateway), path.clone())),
+        (&Method::GET | &Method::HEAD, "/openapi.json") => {
+            (Surface::Rest, (openapi(&gateway, &request, &call).await, path.clone()))
+        }
+        _ if is_preflight(&request) => (Surface::Rest, (preflight(&gateway, &request, &call), "preflight".to_string())),
         _ => match classify(&request) {
             Surface::GrpcWeb => (Surface::GrpcWeb, grpc_web::handle(&gateway, request, &call).await),
             Surface::Grpc => (Surface::Grpc, passthrough::handle(&gateway, request, &call).await),
             Surface::Rest => (Surface::Rest, rest::handle(&gateway, request, &call).await),
         },
     };
-    common_headers(response.headers_mut(), &call.correlation_id);
+    if let Some(origin) = origin
+        && !response.headers().contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        let headers = response.headers_mut();
+        headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        headers.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(CORS_EXPOSE_HEADERS));
+    }
+    if has_origin && !response.headers().get_all(http::header::VARY).iter().any(|v| v == "Origin") {
+        response.headers_mut().append(http::header::VARY, HeaderValue::from_static("Origin"));
+    }
+    common_headers(response.headers_mut(), &call.correlation_id, call.secure.then_some(gateway.settings.hsts.as_str()));
     let status = response
         .headers()
         .get("grpc-status")
@@ -340,7 +556,7 @@ pub async fn admin(gateway: Arc<Gateway>, request: Request<Incoming>, _peer: Soc
         }
         _ => ApiError::route_not_found().to_response(&correlation_id),
     };
-    common_headers(response.headers_mut(), &correlation_id);
+    common_headers(response.headers_mut(), &correlation_id, None);
     response
 }
 
@@ -431,6 +647,7 @@ mod tests {
             correlation_id: "c1".into(),
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             client_ip: "10.0.0.7".parse().expect("ip"),
+            secure: false,
             started: Instant::now(),
         };
         let incoming = headers(&[
@@ -457,7 +674,7 @@ mod tests {
     fn every_response_gets_the_security_headers() {
         let mut h = HeaderMap::new();
         h.insert("server", HeaderValue::from_static("hyper"));
-        common_headers(&mut h, "c1");
+        common_headers(&mut h, "c1", None);
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["x-frame-options"], "DENY");
         assert_eq!(h["x-correlation-id"], "c1");

@@ -53,6 +53,12 @@ pub struct GatewayMetrics {
     duration: Family<DurationLabels, Histogram>,
     upstream: Family<ServiceLabels, Histogram>,
     auth_failures: Family<ReasonLabels, Counter>,
+    rate_limited: Family<LimiterLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimiterLabels {
+    limiter: String,
 }
 
 fn latency_buckets() -> Histogram {
@@ -69,6 +75,7 @@ impl GatewayMetrics {
                 duration: Family::new_with_constructor(latency_buckets),
                 upstream: Family::new_with_constructor(latency_buckets),
                 auth_failures: Family::default(),
+                rate_limited: Family::default(),
             };
             let registry = Metrics::global();
             registry.register(
@@ -91,6 +98,11 @@ impl GatewayMetrics {
                 "Rejected credentials, by reason",
                 metrics.auth_failures.clone(),
             );
+            registry.register(
+                "gateway_rate_limited",
+                "Requests refused by a rate limiter, by limiter",
+                metrics.rate_limited.clone(),
+            );
             metrics
         })
     }
@@ -112,5 +124,10 @@ impl GatewayMetrics {
     /// Records a rejected credential.
     pub fn auth_failure(&self, reason: &str) {
         self.auth_failures.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    /// Records a request refused by `limiter`.
+    pub fn rate_limited(&self, limiter: &str) {
+        self.rate_limited.get_or_create(&LimiterLabels { limiter: limiter.to_string() }).inc();
     }
 }

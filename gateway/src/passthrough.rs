@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use crate::auth;
 use crate::errors::ApiError;
 use crate::http::{Body, BoxError, Call, Gateway, empty, forwarded_grpc};
+use crate::ratelimit::Outcome;
 use crate::upstream::{UpstreamError, format_grpc_timeout, parse_grpc_timeout};
 
 /// Serves a native gRPC call; returns the response and the method path for metrics.
@@ -23,10 +24,14 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, call: &Call) 
         Some(method) => method.path.clone(),
         None => "unmatched".to_string(),
     };
-    let response = match run(gateway, request, call).await {
+    let mut rate = None;
+    let mut response = match run(gateway, request, call, &mut rate).await {
         Ok(response) => response,
         Err(error) => trailers_only(&error.to_status()),
     };
+    if let Some(outcome) = &rate {
+        outcome.apply_headers(response.headers_mut());
+    }
     (response, label)
 }
 
@@ -40,7 +45,12 @@ fn trailers_only(status: &tonic::Status) -> Response<Body> {
     response
 }
 
-async fn run(gateway: &Gateway, request: Request<Incoming>, call: &Call) -> Result<Response<Body>, ApiError> {
+async fn run(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    call: &Call,
+    rate: &mut Option<Outcome>,
+) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
     let method = gateway.routes.method(&path).filter(|m| m.external).ok_or_else(ApiError::not_external)?.clone();
     if request.version() != Version::HTTP_2 {
@@ -50,7 +60,9 @@ async fn run(gateway: &Gateway, request: Request<Incoming>, call: &Call) -> Resu
         return Err(ApiError::module_disabled(&method.module));
     }
     let (parts, body) = request.into_parts();
-    let credential = auth::authenticate(gateway, &parts.headers, &method).await?;
+    let credential = auth::authenticate_counted(gateway, &parts.headers, &method, call, rate).await?;
+    auth::limit_and_scope(gateway, &method, call, credential.as_ref(), None, rate).await?;
+    let credential = credential.map(|c| c.header);
     let limit = gateway.settings.body_limit;
     let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64 + 5) {

@@ -15,6 +15,7 @@ use tonic::metadata::MetadataMap;
 use crate::auth;
 use crate::errors::ApiError;
 use crate::http::{Body, Call, Gateway, empty, forwarded};
+use crate::ratelimit::Outcome;
 use crate::routes::{Lookup, Success};
 use crate::transcode::{self, Inbound};
 use crate::upstream::UpstreamError;
@@ -26,7 +27,8 @@ const PUBLIC_CACHE: &[(&str, &str)] = &[("/trellis.identity.v1.TokenService/GetJ
 pub async fn handle(gateway: &Gateway, request: Request<Incoming>, call: &Call) -> (Response<Body>, String) {
     let mut label = "unmatched".to_string();
     let (parts, body) = request.into_parts();
-    let response = match run(gateway, &parts, body, call, &mut label).await {
+    let mut rate = None;
+    let mut response = match run(gateway, &parts, body, call, &mut label, &mut rate).await {
         Ok(response) => response,
         Err(error) => {
             let mut response = error.to_response(&call.correlation_id);
@@ -34,6 +36,9 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, call: &Call) 
             response
         }
     };
+    if let Some(outcome) = &rate {
+        outcome.apply_headers(response.headers_mut());
+    }
     let response = if parts.method == Method::HEAD { response.map(|_| empty()) } else { response };
     (response, label)
 }
@@ -92,6 +97,7 @@ async fn run(
     body: Incoming,
     call: &Call,
     label: &mut String,
+    rate: &mut Option<Outcome>,
 ) -> Result<Response<Body>, ApiError> {
     let (route, vars) = match gateway.routes.find(&parts.method, parts.uri.path()) {
         Lookup::Found(route, vars) => (route.clone(), vars),
@@ -108,20 +114,26 @@ async fn run(
         return Err(ApiError::not_implemented("This method streams requests; call it over gRPC"));
     }
     if method.descriptor.is_server_streaming() {
-        return Err(if accepts_event_stream(parts) {
-            ApiError::not_implemented("Server-sent events are not served by this gateway yet")
-        } else {
-            ApiError::not_acceptable()
-        });
+        if !accepts_event_stream(parts) || route.http_method != Method::GET {
+            return Err(ApiError::not_acceptable());
+        }
+        return crate::sse::open(gateway, &route, &vars, parts, call, rate).await;
     }
     if !accepts_json(parts) {
         return Err(ApiError::not_acceptable());
     }
-    let credential = auth::authenticate(gateway, &parts.headers, method).await?;
+    let credential = auth::authenticate_counted(gateway, &parts.headers, method, call, rate).await?;
     let body = read_body(gateway, parts, body).await?;
+    let email = method
+        .rate_key_field
+        .as_deref()
+        .and_then(|field| body.as_ref()?.get(field)?.as_str())
+        .map(|email| email.trim().to_lowercase())
+        .filter(|email| !email.is_empty());
+    auth::limit_and_scope(gateway, method, call, credential.as_ref(), email.as_deref(), rate).await?;
     let message = transcode::request_message(&route, Inbound { body, path_vars: &vars, query: parts.uri.query() })?;
 
-    let metadata = MetadataMap::from_headers(forwarded(call, &parts.headers, credential.as_ref()));
+    let metadata = MetadataMap::from_headers(forwarded(call, &parts.headers, credential.as_ref().map(|c| &c.header)));
     let deadline = gateway.deadline(method, None);
     let started = Instant::now();
     let result =

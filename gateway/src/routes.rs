@@ -401,6 +401,11 @@ impl<T> Router<T> {
         self.entries.len()
     }
 
+    /// Every binding's value, in insertion order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|e| &e.value)
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -489,6 +494,42 @@ pub struct MethodInfo {
     pub external: bool,
     /// `(trellis.common.v1.timeout_ms)`, when set.
     pub timeout: Option<Duration>,
+    /// `(trellis.common.v1.rate_class)`: which limiters apply (Rule 30).
+    pub rate_class: RateClass,
+    /// `(trellis.common.v1.rate_key_field)`: the body field holding the email of `auth_login`.
+    pub rate_key_field: Option<String>,
+    /// `(trellis.common.v1.scope)`: what an API key needs to call the method.
+    pub scope: Option<String>,
+    /// `(trellis.common.v1.api_key) = DENY`: API keys are refused whatever their scopes.
+    pub api_key_denied: bool,
+}
+
+/// The rate-limit class of a method (`trellis.common.v1.RateClass`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateClass {
+    /// The anonymous/user/api_key/org limiters.
+    #[default]
+    Standard,
+    /// Login and MFA challenge.
+    AuthLogin,
+    /// Forgot and reset password.
+    AuthPasswordReset,
+    /// Register, invitation preview and accept.
+    AuthRegister,
+    /// Refresh and logout.
+    AuthRefresh,
+}
+
+impl RateClass {
+    fn from_name(name: &str) -> Self {
+        match name {
+            "AUTH_LOGIN" => RateClass::AuthLogin,
+            "AUTH_PASSWORD_RESET" => RateClass::AuthPasswordReset,
+            "AUTH_REGISTER" => RateClass::AuthRegister,
+            "AUTH_REFRESH" => RateClass::AuthRefresh,
+            _ => RateClass::Standard,
+        }
+    }
 }
 
 impl MethodInfo {
@@ -617,6 +658,10 @@ impl RouteTable {
     pub fn build(pool: &DescriptorPool) -> anyhow::Result<Self> {
         let http_ext = pool.get_extension_by_name("google.api.http");
         let timeout_ext = pool.get_extension_by_name("trellis.common.v1.timeout_ms");
+        let rate_class_ext = pool.get_extension_by_name("trellis.common.v1.rate_class");
+        let rate_key_ext = pool.get_extension_by_name("trellis.common.v1.rate_key_field");
+        let scope_ext = pool.get_extension_by_name("trellis.common.v1.scope");
+        let api_key_ext = pool.get_extension_by_name("trellis.common.v1.api_key");
         let public_methods = public_methods(pool);
 
         let mut table = RouteTable::default();
@@ -630,7 +675,22 @@ impl RouteTable {
                     .and_then(|v| v.as_u32())
                     .filter(|ms| *ms > 0)
                     .map(|ms| Duration::from_millis(u64::from(ms)));
+                let text = |ext: Option<&prost_reflect::ExtensionDescriptor>| {
+                    extension_value(&options, ext)
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .filter(|s| !s.is_empty())
+                };
+                let enum_name = |ext: Option<&prost_reflect::ExtensionDescriptor>| {
+                    let number = extension_value(&options, ext).and_then(|v| v.as_enum_number())?;
+                    let kind = ext?.kind();
+                    kind.as_enum()?.get_value(number).map(|v| v.name().to_string())
+                };
                 let info = Arc::new(MethodInfo {
+                    rate_class: enum_name(rate_class_ext.as_ref())
+                        .map_or_else(RateClass::default, |n| RateClass::from_name(&n)),
+                    rate_key_field: text(rate_key_ext.as_ref()),
+                    scope: text(scope_ext.as_ref()),
+                    api_key_denied: enum_name(api_key_ext.as_ref()).as_deref() == Some("DENY"),
                     public: public_methods.contains(&path),
                     external: rule.as_ref().is_some_and(|r| rule_pattern(r).is_some()),
                     module: module_of(service.package_name()),
@@ -733,6 +793,11 @@ impl RouteTable {
     /// The binding for a REST request.
     pub fn find(&self, method: &Method, path: &str) -> Lookup<'_, Arc<Route>> {
         self.router.find(method, path)
+    }
+
+    /// Every HTTP binding.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.router.values()
     }
 
     /// A method by its gRPC path (`/package.Service/Method`).

@@ -129,6 +129,26 @@ impl Upstreams {
         }
     }
 
+    /// Opens a server stream with raw message bytes; no deadline (streams have none, Rule 47).
+    pub async fn server_streaming(
+        &self,
+        module: &str,
+        path: &str,
+        message: Bytes,
+        metadata: MetadataMap,
+    ) -> Result<tonic::Streaming<Bytes>, UpstreamError> {
+        let channel = self.channels.get(module).cloned().ok_or(UpstreamError::Unreachable)?;
+        let path = PathAndQuery::try_from(path).map_err(|_| UpstreamError::Status(Status::internal("bad path")))?;
+        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(self.max_message);
+        grpc.ready().await.map_err(|e| {
+            tracing::warn!(error = %e, "backend channel not ready");
+            UpstreamError::Unreachable
+        })?;
+        let request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
+        let response = grpc.server_streaming(request, path, BytesCodec).await.map_err(classify)?;
+        Ok(response.into_inner())
+    }
+
     /// Forwards an HTTP/2 gRPC request to `module` unchanged and returns its response as it streams.
     pub async fn forward(
         &self,

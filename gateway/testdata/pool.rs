@@ -14,13 +14,16 @@ pub fn pool() -> &'static DescriptorPool {
 
 /// The contract plus one file under `testdata/`.
 pub fn compile(file: &str) -> DescriptorPool {
+    // The gateway crate, or its `fuzz/` crate, which reuses this file.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = if manifest.ends_with("fuzz") { manifest.parent().unwrap_or(manifest) } else { manifest };
     let out =
         std::env::temp_dir().join(format!("trellis-gateway-{}-{}.bin", file.replace('/', "_"), std::process::id()));
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc");
     let include = protoc_bin_vendored::include_path().expect("vendored protoc includes");
     let status = std::process::Command::new(protoc)
         .arg("--include_imports")
+        .arg("--include_source_info")
         .arg(format!("--descriptor_set_out={}", out.display()))
         .arg(format!("-I{}", manifest.join("testdata").display()))
         .arg(format!("-I{}", manifest.join("../proto").display()))

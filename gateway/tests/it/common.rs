@@ -13,14 +13,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
 use trellis_gateway::upstream::BytesCodec;
 use trellis_gateway::{Builder, GatewayConfig, Spawned};
 use trellis_kit::auth::{Claims, jwt};
 use trellis_kit::config::Config;
+use trellis_proto::trellis::identity::v1::api_key_service_server::{ApiKeyService, ApiKeyServiceServer};
 use trellis_proto::trellis::identity::v1::token_service_server::{TokenService, TokenServiceServer};
-use trellis_proto::trellis::identity::v1::{GetJwksRequest, GetJwksResponse, Jwk};
+use trellis_proto::trellis::identity::v1::{
+    GetJwksRequest, GetJwksResponse, Jwk, ResolveApiKeyRequest, ResolveApiKeyResponse, ResolvedApiKey,
+};
 
 use crate::pool::pool;
 
@@ -52,16 +56,84 @@ impl TokenService for Tokens {
     }
 }
 
-/// Serves the test `TokenService` with tonic's own server; returns its URL.
-pub async fn spawn_token_service() -> String {
+/// The API keys the fake identity knows: key → (key id, scopes, plan).
+pub const KEYS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "tk_live_reader0000000000000000000000000000000",
+        "0190a5a0-0000-7000-8000-000000000001",
+        &["widgets:read"],
+        "free",
+    ),
+    (
+        "tk_live_writer0000000000000000000000000000000",
+        "0190a5a0-0000-7000-8000-000000000002",
+        &["widgets:write"],
+        "pro",
+    ),
+];
+/// The org of every test key.
+pub const KEY_ORG: &str = "0190a5a0-0000-7000-8000-0000000000aa";
+
+/// identity's `ApiKeyService.ResolveApiKey`, over [`KEYS`], counting its calls.
+#[derive(Debug)]
+struct Keys {
+    issuer: String,
+    audience: String,
+    calls: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl ApiKeyService for Keys {
+    async fn resolve_api_key(
+        &self,
+        request: Request<ResolveApiKeyRequest>,
+    ) -> Result<Response<ResolveApiKeyResponse>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let key = request.into_inner().key;
+        let Some((_, id, scopes, plan)) = KEYS.iter().find(|(k, ..)| *k == key) else {
+            return Err(trellis_kit::Error::unauthenticated("API_KEY_INVALID", "The API key is invalid").into());
+        };
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: format!("api_key:{id}"),
+            aud: self.audience.clone(),
+            exp: now + 300,
+            nbf: None,
+            iat: now,
+            jti: uuid::Uuid::now_v7().to_string(),
+            org: Some(KEY_ORG.into()),
+            sid: Some(format!("key:{id}")),
+            roles: vec!["member".into()],
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            plan: Some(plan.to_string()),
+        };
+        Ok(Response::new(ResolveApiKeyResponse {
+            api_key: Some(ResolvedApiKey {
+                id: id.to_string(),
+                org_id: KEY_ORG.into(),
+                scopes: claims.scopes.clone(),
+                expires_at: None,
+            }),
+            access_token: jwt::sign(&claims, KID, &signing_key()),
+        }))
+    }
+}
+
+/// Serves the test `TokenService` and `ApiKeyService` with tonic's own server; returns its URL
+/// and the number of `ResolveApiKey` calls so far.
+pub async fn spawn_token_service_for(config: &Config) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind identity");
     let addr = listener.local_addr().expect("addr");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let keys = Keys { issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone(), calls: calls.clone() };
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TokenServiceServer::new(Tokens))
+            .add_service(ApiKeyServiceServer::new(keys))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    format!("http://{addr}")
+    (format!("http://{addr}"), calls)
 }
 
 /// The canonical proto3 JSON of a message (camelCase, full enum names), for building replies.
@@ -154,6 +226,40 @@ async fn watch(method: MethodDescriptor, request: Request<Bytes>) -> Result<Resp
     Ok(Response::new(Box::pin(tokio_stream::iter(items))))
 }
 
+async fn watch_events(method: MethodDescriptor, request: Request<Bytes>) -> Result<Response<WidgetStream>, Status> {
+    let input = DynamicMessage::decode(method.input(), request.into_inner())
+        .map_err(|e| Status::internal(format!("undecodable request: {e}")))?;
+    let int = |f: &str| input.get_field_by_name(f).and_then(|v| v.as_i32()).unwrap_or_default();
+    let after: i64 = text(&input, "last_event_id").parse().unwrap_or(0);
+    let (count, idle) = (int("count"), int("idle_ms"));
+    let fail = input.get_field_by_name("fail").and_then(|v| v.as_bool()).unwrap_or(false);
+    let output = method.output();
+    let mut items: Vec<Result<Bytes, Status>> = (0..i64::from(count))
+        .map(|i| {
+            let id = after + i + 1;
+            let event = if id % 2 == 1 {
+                json!({"eventId": id.to_string(), "widget": {"id": format!("w{id}"), "status": "WIDGET_STATUS_ACTIVE"}})
+            } else {
+                json!({"eventId": id.to_string(), "unreadCount": id})
+            };
+            from_json(output.clone(), event)
+        })
+        .collect();
+    if fail {
+        items.push(Err(trellis_kit::Error::not_found("WIDGET_NOT_FOUND", "The widget went away").into()));
+    }
+    let stream = tokio_stream::StreamExt::chain(
+        tokio_stream::iter(items),
+        futures::stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(idle.max(0) as u64)).await;
+            Err(Status::ok("end"))
+        }),
+    );
+    // `Status::ok` marks the end: filter it out so the stream simply finishes.
+    let stream = tokio_stream::StreamExt::filter(stream, |item| !matches!(item, Err(s) if s.code() == tonic::Code::Ok));
+    Ok(Response::new(Box::pin(stream)))
+}
+
 async fn upload(request: Request<Streaming<Bytes>>) -> Result<Response<Bytes>, Status> {
     let mut stream = request.into_inner();
     let mut count = 0;
@@ -173,6 +279,8 @@ async fn route(request: http::Request<Incoming>) -> http::Response<tonic::body::
     let mut grpc = tonic::server::Grpc::new(BytesCodec);
     if method.is_client_streaming() {
         grpc.client_streaming(tower::service_fn(upload), request).await
+    } else if method.name() == "WatchWidgetEvents" {
+        grpc.server_streaming(tower::service_fn(move |r| watch_events(method.clone(), r)), request).await
     } else if method.is_server_streaming() {
         grpc.server_streaming(tower::service_fn(move |r| watch(method.clone(), r)), request).await
     } else {
@@ -197,6 +305,13 @@ pub async fn spawn_widgets() -> String {
     format!("http://{addr}")
 }
 
+/// The Redis of `cargo xtask test` (rate limits); these tests need it.
+pub fn redis_url() -> String {
+    std::env::var("TRELLIS_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!("TRELLIS_TEST_REDIS_URL is not set: run the gateway tests with `cargo xtask test -p trellis-gateway`")
+    })
+}
+
 /// A URL where nothing listens.
 pub async fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -218,6 +333,8 @@ pub struct Harness {
     pub http: reqwest::Client,
     /// The cell configuration.
     pub config: Arc<Config>,
+    /// How often the gateway asked identity to resolve an API key.
+    pub resolve_calls: Arc<AtomicUsize>,
 }
 
 impl Harness {
@@ -234,11 +351,18 @@ impl Harness {
 
     /// With the widget backend at `widgets`.
     pub async fn start_on(widgets: &str, tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
+        Self::start_full(widgets, &redis_url(), tune).await
+    }
+
+    /// With the widget backend at `widgets` and Redis at `redis`.
+    pub async fn start_full(widgets: &str, redis: &str, tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
         let mut config = Config::from_env();
-        config.urls.identity = spawn_token_service().await;
+        config.redis_url = redis.to_string();
+        let (identity, resolve_calls) = spawn_token_service_for(&config).await;
+        config.urls.identity = identity;
         config.shutdown_grace = Duration::from_secs(2);
         let config = Arc::new(config);
-        let mut settings = GatewayConfig::from_env();
+        let mut settings = GatewayConfig::from_env().without_practical_rate_limits();
         settings.modules = Vec::new();
         settings.default_deadline = Duration::from_secs(10);
         settings.body_limit_bytes = 10 * 1024 * 1024;
@@ -255,6 +379,7 @@ impl Harness {
             http: reqwest::Client::new(),
             config,
             gateway,
+            resolve_calls,
         }
     }
 

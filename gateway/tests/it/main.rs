@@ -8,9 +8,15 @@
 #[path = "../../testdata/pool.rs"]
 mod pool;
 
+mod apikeys;
 mod common;
 mod edge;
 mod grpc_web;
 mod identity;
+mod limits;
+mod openapi;
 mod passthrough;
+mod policy;
 mod rest;
+mod sse;
+mod web_client;

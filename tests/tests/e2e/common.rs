@@ -61,7 +61,7 @@ impl Platform {
             .map(|name| trellis::module(name).unwrap_or_else(|| panic!("module {name} is not registered")))
             .collect();
         let cell = TestCell::start(modules).await;
-        let gateway = Builder::new(cell.config.clone(), GatewayConfig::from_env())
+        let gateway = Builder::new(cell.config.clone(), GatewayConfig::from_env().without_practical_rate_limits())
             .authenticator(cell.auth.clone())
             .spawn()
             .await
