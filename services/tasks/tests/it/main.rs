@@ -1,6 +1,10 @@
 //! Integration tests of the tasks service over real gRPC, against the Postgres, Redis and
-//! RabbitMQ that `cargo xtask test` starts.
+//! RabbitMQ that `cargo xtask test` starts; `rest` drives the same flows through the gateway.
 
+mod boards;
 mod common;
+mod dependencies;
+mod moves;
+mod rest;
 mod rls;
 mod tasks;
