@@ -10,7 +10,9 @@ use trellis_kit::error::Violations;
 use trellis_kit::paging::{PageTokens, page_size};
 use trellis_proto::trellis::tasks::v1 as proto;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardService;
+use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistService;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskService;
+use trellis_proto::trellis::tasks::v1::time_service_server::TimeService;
 
 use crate::access::Access;
 use crate::board::ops::{self as boards, BoardChanges, BoardView, ColumnSpec, NewBoard};
@@ -117,22 +119,22 @@ pub fn board_to_proto(view: &BoardView) -> proto::Board {
         created_by: id_string(b.created_by),
         archived_at: b.archived_at.map(timestamp),
         deleted_at: b.deleted_at.map(timestamp),
-        columns: view
-            .columns
-            .iter()
-            .map(|c| proto::BoardColumn {
-                id: c.id.to_string(),
-                name: c.name.clone(),
-                status: Status::parse(&c.status).map_or(0, |s| s.to_proto() as i32),
-                position: c.position.clone(),
-                color: c.color.clone().unwrap_or_default(),
-                wip_limit: c.wip_limit.unwrap_or_default(),
-                task_count: i32::try_from(c.task_count).unwrap_or(i32::MAX),
-            })
-            .collect(),
+        columns: view.columns.iter().map(column_to_proto).collect(),
         version: b.version,
         created_at: Some(timestamp(b.created_at)),
         updated_at: Some(timestamp(b.updated_at)),
+    }
+}
+
+fn column_to_proto(c: &crate::store::ColumnRow) -> proto::BoardColumn {
+    proto::BoardColumn {
+        id: c.id.to_string(),
+        name: c.name.clone(),
+        status: Status::parse(&c.status).map_or(0, |s| s.to_proto() as i32),
+        position: c.position.clone(),
+        color: c.color.clone().unwrap_or_default(),
+        wip_limit: c.wip_limit.unwrap_or_default(),
+        task_count: i32::try_from(c.task_count).unwrap_or(i32::MAX),
     }
 }
 
@@ -202,6 +204,7 @@ pub fn task_to_proto(t: &TaskRow) -> proto::Task {
         estimate_minutes: t.estimate_minutes.unwrap_or_default(),
         resolution_notes: t.resolution_notes.clone(),
         deleted_at: t.deleted_at.map(timestamp),
+        tracked_seconds: t.tracked_seconds,
     }
 }
 
@@ -240,7 +243,7 @@ impl TaskService for TaskApi {
             Priority::Medium
         });
         v.finish()?;
-        let new = NewTask { board_id, column_id, title, description, status, priority, assignee_id };
+        let new = NewTask { board_id, column_id, title, description, status, priority, assignee_id, parent_id: None };
         let created = task::create(&self.db, self.access.as_ref(), &ctx, new).await?;
         Ok(Response::new(proto::CreateTaskResponse { task: Some(task_to_proto(&created.task)) }))
     }
@@ -277,12 +280,76 @@ impl TaskService for TaskApi {
             raw => task::optional_id(&mut v, "assignee_id", raw),
         };
         v.finish()?;
-        let query = ListQuery { board_id, assignee_id, page_size: size, page_token: r.page_token };
+        let statuses: Vec<Status> = r
+            .status
+            .iter()
+            .filter_map(|s| match Status::from_proto(*s) {
+                Ok(status) => status,
+                Err(_) => {
+                    v.add("status", "unknown status");
+                    None
+                }
+            })
+            .collect();
+        let priorities: Vec<Priority> = r
+            .priority
+            .iter()
+            .filter_map(|p| match proto::TaskPriority::try_from(*p) {
+                Ok(proto::TaskPriority::Unspecified) => None,
+                Ok(_) => Priority::from_proto(*p).ok(),
+                Err(_) => {
+                    v.add("priority", "unknown priority");
+                    None
+                }
+            })
+            .collect();
+        let parent_id = task::optional_id(&mut v, "parent_id", &r.parent_id);
+        let kanban = match r.view.trim() {
+            "" | "list" => false,
+            "kanban" => true,
+            _ => {
+                v.add("view", "must be list or kanban");
+                false
+            }
+        };
+        v.finish()?;
+        let query = ListQuery {
+            board_id,
+            assignee_id,
+            statuses,
+            priorities,
+            parent_id,
+            include_subtasks: r.include_subtasks,
+            page_size: size,
+            page_token: r.page_token,
+        };
+        if kanban {
+            let groups = task::kanban(&self.db, self.access.as_ref(), &ctx, query).await?;
+            let total: i64 = groups.iter().map(|g| g.total_size).sum();
+            return Ok(Response::new(proto::ListTasksResponse {
+                tasks: Vec::new(),
+                next_page_token: String::new(),
+                total_size: i32::try_from(total).unwrap_or(i32::MAX),
+                groups: groups
+                    .iter()
+                    .map(|g| proto::KanbanGroup {
+                        column: Some(column_to_proto(&g.column)),
+                        tasks: g.tasks.iter().map(task_to_proto).collect(),
+                        total_size: i32::try_from(g.total_size).unwrap_or(i32::MAX),
+                        over_wip_limit: g.over_wip_limit,
+                    })
+                    .collect(),
+            }));
+        }
+        if let Some(board_id) = query.board_id {
+            self.access.board(&ctx, board_id, crate::access::BoardPermission::View).await?;
+        }
         let page = task::list(&self.db, &ctx, &self.tokens, query).await?;
         Ok(Response::new(proto::ListTasksResponse {
             tasks: page.tasks.iter().map(task_to_proto).collect(),
             next_page_token: page.next_page_token,
             total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
+            groups: Vec::new(),
         }))
     }
 
@@ -299,6 +366,41 @@ impl TaskService for TaskApi {
         v.finish()?;
         let task = task::assign(&self.db, self.access.as_ref(), &ctx, task_id, assignee_id, &note).await?;
         Ok(Response::new(proto::AssignTaskResponse { task: Some(task_to_proto(&task)) }))
+    }
+
+    async fn create_subtask(
+        &self,
+        request: Request<proto::CreateSubtaskRequest>,
+    ) -> Result<Response<proto::CreateSubtaskResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let parent_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
+        let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
+        let column_id = task::optional_id(&mut v, "column_id", &r.column_id);
+        let assignee_id = task::optional_id(&mut v, "assignee_id", &r.assignee_id);
+        let status = Status::from_proto(r.status).unwrap_or_else(|_| {
+            v.add("status", "unknown status");
+            None
+        });
+        let priority = Priority::from_proto(r.priority).unwrap_or_else(|_| {
+            v.add("priority", "unknown priority");
+            Priority::Medium
+        });
+        v.finish()?;
+        let new = NewTask {
+            board_id: None,
+            column_id,
+            title,
+            description,
+            status,
+            priority,
+            assignee_id,
+            parent_id: Some(parent_id),
+        };
+        let created = task::create(&self.db, self.access.as_ref(), &ctx, new).await?;
+        Ok(Response::new(proto::CreateSubtaskResponse { task: Some(task_to_proto(&created.task)) }))
     }
 
     async fn update_task(
@@ -683,5 +785,277 @@ impl BoardService for TaskApi {
         v.finish()?;
         let view = boards::restore(&self.db, self.access.as_ref(), &ctx, board_id).await?;
         Ok(Response::new(proto::RestoreBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+}
+
+fn checklist_to_proto(view: &crate::checklist::ChecklistView) -> proto::Checklist {
+    proto::Checklist {
+        id: view.checklist.id.to_string(),
+        task_id: view.checklist.task_id.to_string(),
+        title: view.checklist.title.clone(),
+        position: view.checklist.position.clone(),
+        items: view
+            .items
+            .iter()
+            .map(|i| proto::ChecklistItem {
+                id: i.id.to_string(),
+                title: i.title.clone(),
+                done: i.done,
+                done_by: id_string(i.done_by),
+                done_at: i.done_at.map(timestamp),
+                position: i.position.clone(),
+            })
+            .collect(),
+        complete: crate::checklist::is_complete(&view.items),
+    }
+}
+
+#[tonic::async_trait]
+impl ChecklistService for TaskApi {
+    async fn create_checklist(
+        &self,
+        request: Request<proto::CreateChecklistRequest>,
+    ) -> Result<Response<proto::CreateChecklistResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let title = task::clean_text(&mut v, "title", &r.title, 1, 200);
+        if r.items.len() > crate::checklist::MAX_ITEMS {
+            v.add("items", "at most 200 items");
+        }
+        let items: Vec<String> = r
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| task::clean_text(&mut v, &format!("items[{i}]"), t, 1, 500))
+            .collect();
+        v.finish()?;
+        let view = crate::checklist::create(&self.db, self.access.as_ref(), &ctx, task_id, title, items).await?;
+        Ok(Response::new(proto::CreateChecklistResponse { checklist: Some(checklist_to_proto(&view)) }))
+    }
+
+    async fn delete_checklist(
+        &self,
+        request: Request<proto::DeleteChecklistRequest>,
+    ) -> Result<Response<proto::DeleteChecklistResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &request.get_ref().checklist_id);
+        v.finish()?;
+        crate::checklist::delete(&self.db, self.access.as_ref(), &ctx, checklist_id).await?;
+        Ok(Response::new(proto::DeleteChecklistResponse {}))
+    }
+
+    async fn create_checklist_item(
+        &self,
+        request: Request<proto::CreateChecklistItemRequest>,
+    ) -> Result<Response<proto::CreateChecklistItemResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
+        let title = task::clean_text(&mut v, "title", &r.title, 1, 500);
+        v.finish()?;
+        let view = crate::checklist::add_item(&self.db, self.access.as_ref(), &ctx, checklist_id, title).await?;
+        Ok(Response::new(proto::CreateChecklistItemResponse { checklist: Some(checklist_to_proto(&view)) }))
+    }
+
+    async fn update_checklist_item(
+        &self,
+        request: Request<proto::UpdateChecklistItemRequest>,
+    ) -> Result<Response<proto::UpdateChecklistItemResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
+        let item_id = task::required_id(&mut v, "item_id", &r.item_id);
+        let (mut title, mut done) = (None, None);
+        let paths = mask_paths(r.update_mask.as_ref());
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to update");
+        }
+        for path in &paths {
+            match path.as_str() {
+                "title" => title = Some(task::clean_text(&mut v, "title", &r.title, 1, 500)),
+                "done" => done = Some(r.done),
+                "checklist_id" | "item_id" => {}
+                other => {
+                    v.add("update_mask", format!("{other} is not an updatable field"));
+                }
+            }
+        }
+        v.finish()?;
+        let view =
+            crate::checklist::update_item(&self.db, self.access.as_ref(), &ctx, checklist_id, item_id, title, done)
+                .await?;
+        Ok(Response::new(proto::UpdateChecklistItemResponse { checklist: Some(checklist_to_proto(&view)) }))
+    }
+
+    async fn delete_checklist_item(
+        &self,
+        request: Request<proto::DeleteChecklistItemRequest>,
+    ) -> Result<Response<proto::DeleteChecklistItemResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
+        let item_id = task::required_id(&mut v, "item_id", &r.item_id);
+        v.finish()?;
+        crate::checklist::delete_item(&self.db, self.access.as_ref(), &ctx, checklist_id, item_id).await?;
+        Ok(Response::new(proto::DeleteChecklistItemResponse {}))
+    }
+}
+
+fn entry_to_proto(e: &crate::store::TimeEntryRow) -> proto::TimeEntry {
+    proto::TimeEntry {
+        id: e.id.to_string(),
+        user_id: e.user_id.to_string(),
+        task_id: id_string(e.task_id),
+        board_id: id_string(e.board_id),
+        started_at: Some(timestamp(e.started_at)),
+        ended_at: e.ended_at.map(timestamp),
+        duration_seconds: e.duration_seconds.unwrap_or_default(),
+        description: e.description.clone(),
+        billable: e.billable,
+        source: e.source.clone(),
+        auto_stopped: e.auto_stopped,
+    }
+}
+
+#[tonic::async_trait]
+impl TimeService for TaskApi {
+    async fn start_timer(
+        &self,
+        request: Request<proto::StartTimerRequest>,
+    ) -> Result<Response<proto::StartTimerResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
+        v.finish()?;
+        let (entry, stopped) =
+            crate::time::start(&self.db, self.access.as_ref(), &ctx, task_id, description, r.billable.unwrap_or(true))
+                .await?;
+        Ok(Response::new(proto::StartTimerResponse {
+            entry: Some(entry_to_proto(&entry)),
+            stopped_entry: stopped.as_ref().map(entry_to_proto),
+        }))
+    }
+
+    async fn stop_timer(
+        &self,
+        request: Request<proto::StopTimerRequest>,
+    ) -> Result<Response<proto::StopTimerResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        v.finish()?;
+        let entry = crate::time::stop(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::StopTimerResponse { entry: Some(entry_to_proto(&entry)) }))
+    }
+
+    async fn get_running_timer(
+        &self,
+        request: Request<proto::GetRunningTimerRequest>,
+    ) -> Result<Response<proto::GetRunningTimerResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let entry = crate::time::running(&self.db, &ctx).await?;
+        Ok(Response::new(proto::GetRunningTimerResponse { entry: entry.as_ref().map(entry_to_proto) }))
+    }
+
+    async fn create_time_entry(
+        &self,
+        request: Request<proto::CreateTimeEntryRequest>,
+    ) -> Result<Response<proto::CreateTimeEntryResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::optional_id(&mut v, "task_id", &r.task_id);
+        let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
+        let started_at = r.started_at.as_ref().and_then(from_timestamp);
+        if started_at.is_none() {
+            v.add("started_at", "is required");
+        }
+        let ended_at = r.ended_at.as_ref().and_then(from_timestamp);
+        let times = started_at.map(|s| crate::time::manual_times(s, ended_at, r.duration_seconds, chrono::Utc::now()));
+        let ended = match times {
+            Some(Ok((ended, _))) => Some(ended),
+            Some(Err((field, message))) => {
+                v.add(field, message);
+                None
+            }
+            None => None,
+        };
+        v.finish()?;
+        let (Some(started_at), Some(ended_at)) = (started_at, ended) else {
+            return Err(trellis_kit::Error::validation("started_at", "is required").into());
+        };
+        let entry = crate::time::ManualEntry {
+            task_id,
+            started_at,
+            ended_at,
+            description,
+            billable: r.billable.unwrap_or(true),
+        };
+        let row = crate::time::create_manual(&self.db, self.access.as_ref(), &ctx, entry).await?;
+        Ok(Response::new(proto::CreateTimeEntryResponse { entry: Some(entry_to_proto(&row)) }))
+    }
+
+    async fn get_time_report(
+        &self,
+        request: Request<proto::GetTimeReportRequest>,
+    ) -> Result<Response<proto::GetTimeReportResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let from = r.from.as_ref().and_then(from_timestamp);
+        let to = r.to.as_ref().and_then(from_timestamp);
+        if from.is_none() {
+            v.add("from", "is required");
+        }
+        if to.is_none() {
+            v.add("to", "is required");
+        }
+        if let (Some(f), Some(t)) = (from, to)
+            && (t <= f || t - f > chrono::Duration::days(366))
+        {
+            v.add("to", "must be after from, at most 366 days later");
+        }
+        let group_by = match r.group_by.trim() {
+            "" | "user" => crate::time::GroupBy::User,
+            "task" => crate::time::GroupBy::Task,
+            "board" => crate::time::GroupBy::Board,
+            _ => {
+                v.add("group_by", "must be user, task or board");
+                crate::time::GroupBy::User
+            }
+        };
+        let task_id = task::optional_id(&mut v, "task_id", &r.task_id);
+        let user_id = match r.user_id.trim() {
+            "me" => Some(ctx.user_id()?),
+            raw => task::optional_id(&mut v, "user_id", raw),
+        };
+        v.finish()?;
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(trellis_kit::Error::validation("from", "is required").into());
+        };
+        let rows = crate::time::report(&self.db, &ctx, from, to, group_by, task_id, user_id).await?;
+        let groups: Vec<proto::TimeReportGroup> = rows
+            .iter()
+            .map(|g| proto::TimeReportGroup {
+                key: id_string(g.key),
+                total_seconds: g.total_seconds,
+                billable_seconds: g.billable_seconds,
+                entry_count: i32::try_from(g.entry_count).unwrap_or(i32::MAX),
+            })
+            .collect();
+        Ok(Response::new(proto::GetTimeReportResponse {
+            total_seconds: groups.iter().map(|g| g.total_seconds).sum(),
+            billable_seconds: groups.iter().map(|g| g.billable_seconds).sum(),
+            entry_count: groups.iter().map(|g| g.entry_count).sum(),
+            groups,
+        }))
     }
 }

@@ -291,7 +291,7 @@ pub mod ops {
     ) -> Result<BoardView> {
         access.board(ctx, board_id, BoardPermission::Manage).await?;
         let mut tx = db.tenant_tx(ctx).await?;
-        let before = store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+        let before = store::board_locked(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
         if changes.version.is_some_and(|v| v != before.version) {
             return Err(TaskError::VersionMismatch.into());
         }
@@ -349,7 +349,7 @@ pub mod ops {
         access.board(ctx, board_id, BoardPermission::Manage).await?;
         let org_id = ctx.org_id()?;
         let mut tx = db.tenant_tx(ctx).await?;
-        let board = store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+        let board = store::board_locked(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
         if board.archived_at.is_some() {
             return Err(TaskError::BoardArchived.into());
         }
@@ -413,7 +413,7 @@ pub mod ops {
     ) -> Result<BoardView> {
         access.board(ctx, board_id, BoardPermission::Manage).await?;
         let mut tx = db.tenant_tx(ctx).await?;
-        let before = store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+        let before = store::board_locked(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
         if before.archived_at.is_some() != archived {
             store::set_archived(&mut tx, board_id, archived).await?;
             events::board_changed(&mut tx, ctx, events::BOARD_UPDATED, &before, &["archived_at"]).await?;
@@ -428,7 +428,7 @@ pub mod ops {
     pub async fn delete(db: &Db, access: &dyn Access, ctx: &RequestContext, board_id: Uuid) -> Result<BoardView> {
         access.board(ctx, board_id, BoardPermission::Manage).await?;
         let mut tx = db.tenant_tx(ctx).await?;
-        let board = store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+        let board = store::board_locked(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
         if board.is_default {
             return Err(TaskError::DefaultBoard.into());
         }
@@ -445,7 +445,7 @@ pub mod ops {
     pub async fn restore(db: &Db, access: &dyn Access, ctx: &RequestContext, board_id: Uuid) -> Result<BoardView> {
         access.board(ctx, board_id, BoardPermission::Manage).await?;
         let mut tx = db.tenant_tx(ctx).await?;
-        let board = store::board(&mut tx, board_id, true).await?.ok_or(TaskError::BoardNotFound)?;
+        let board = store::board_locked(&mut tx, board_id, true).await?.ok_or(TaskError::BoardNotFound)?;
         let batch = board.delete_batch_id.unwrap_or_else(Uuid::nil);
         if !store::restore_board(&mut tx, board_id, batch).await? {
             return Err(TaskError::BoardKeyTakenOnRestore.into());

@@ -168,9 +168,9 @@ pub mod ops {
         let before = blocking(&mut tx, &[task_id]).await?;
         let id = Uuid::now_v7();
         let created_by = ctx.user_id_opt();
-        if !store::insert_dependency(&mut tx, org_id, id, task_id, depends_on_id, kind.as_str(), lag_days, created_by)
-            .await?
-        {
+        let new =
+            store::NewDependency { org_id, id, task_id, depends_on_id, kind: kind.as_str(), lag_days, created_by };
+        if !store::insert_dependency(&mut tx, &new).await? {
             return Err(TaskError::DependencyExists.into());
         }
         emit_transitions(&mut tx, ctx, &before).await?;

@@ -251,7 +251,7 @@ pub async fn task_completed(tx: &mut Tx, ctx: &RequestContext, task: &TaskRow, w
     let payload = task_event!(TaskCompleted, task, watcher_ids, {
         completed_by: id(task.completed_by),
         completed_at: timestamp(task.completed_at),
-        tracked_seconds: 0,
+        tracked_seconds: task.tracked_seconds,
     });
     events::stage(tx, ctx, TASK_COMPLETED, &payload).await
 }
@@ -298,6 +298,65 @@ pub async fn task_blocking(
         let payload = task_event!(TaskUnblocked, task, watcher_ids, { blocker_ids: ids(blockers) });
         events::stage(tx, ctx, TASK_UNBLOCKED, &payload).await
     }
+}
+
+/// Routing key of [`proto::TaskChecklistCompleted`].
+pub const TASK_CHECKLIST_COMPLETED: &str = "tasks.task.checklist_completed";
+
+/// Stages `tasks.task.checklist_completed`.
+pub async fn checklist_completed(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    checklist: &crate::store::ChecklistRow,
+    item_count: usize,
+) -> Result<Uuid> {
+    let payload = task_event!(TaskChecklistCompleted, task, watcher_ids, {
+        checklist_id: checklist.id.to_string(),
+        checklist_title: checklist.title.clone(),
+        item_count: i32::try_from(item_count).unwrap_or(i32::MAX),
+    });
+    events::stage(tx, ctx, TASK_CHECKLIST_COMPLETED, &payload).await
+}
+
+/// Routing key of a timer start.
+pub const TIMER_STARTED: &str = "tasks.timer.started";
+/// Routing key of a timer stop.
+pub const TIMER_STOPPED: &str = "tasks.timer.stopped";
+/// Routing key of a manual entry.
+pub const TIME_ENTRY_CREATED: &str = "tasks.time_entry.created";
+
+/// Stages `tasks.timer.started` / `tasks.timer.stopped`.
+pub async fn timer(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    routing_key: &str,
+    entry: &crate::store::TimeEntryRow,
+) -> Result<Uuid> {
+    let payload = proto::TimerChanged {
+        entry_id: entry.id.to_string(),
+        user_id: entry.user_id.to_string(),
+        task_id: id(entry.task_id),
+        started_at: timestamp(Some(entry.started_at)),
+        duration_seconds: entry.duration_seconds.unwrap_or_default(),
+        auto_stopped: entry.auto_stopped,
+    };
+    events::stage(tx, ctx, routing_key, &payload).await
+}
+
+/// Stages `tasks.time_entry.created`.
+pub async fn time_entry_created(tx: &mut Tx, ctx: &RequestContext, entry: &crate::store::TimeEntryRow) -> Result<Uuid> {
+    let payload = proto::TimeEntryChanged {
+        entry_id: entry.id.to_string(),
+        user_id: entry.user_id.to_string(),
+        task_id: id(entry.task_id),
+        board_id: id(entry.board_id),
+        duration_seconds: entry.duration_seconds.unwrap_or_default(),
+        billable: entry.billable,
+        source: entry.source.clone(),
+    };
+    events::stage(tx, ctx, TIME_ENTRY_CREATED, &payload).await
 }
 
 /// Stages a board event (`routing_key` one of the BOARD_* keys).
@@ -353,6 +412,7 @@ mod tests {
             enforce_wip_limits: false,
             enforce_dependencies: false,
             completed_by: None,
+            tracked_seconds: 0,
             version: 1,
             created_at: now,
             updated_at: now,

@@ -12,8 +12,10 @@
 //!   path every change takes (status ↔ column, WIP limits, enforced dependencies, events,
 //!   blocked/unblocked transitions of dependents).
 //! - [`board`]: default columns, keys; [`board::ops`] the board operations.
+//! - [`checklist`]: checklists and items, and when a checklist completes.
 //! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
 //! - [`position`]: fractional ordering keys (`after`, `between`).
+//! - [`time`]: timers (one running per user), manual entries, reports.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
 //! - [`events`]: the payloads this service publishes, staged in the outbox with the change.
@@ -30,19 +32,23 @@
 pub mod access;
 pub mod api;
 pub mod board;
+pub mod checklist;
 pub mod dependency;
 pub mod error;
 pub mod events;
 pub mod position;
 pub mod store;
 pub mod task;
+pub mod time;
 
 use std::sync::Arc;
 use trellis_kit::paging::PageTokens;
 use trellis_kit::{Module, Service};
 
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
+use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskServiceServer;
+use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -54,7 +60,11 @@ pub fn module() -> Module {
             // The one place to swap in the permissions-service implementation of `Access`.
             let access = Arc::new(access::OrgMembership);
             let api = api::TaskApi::new(runtime.db.clone(), tokens, access);
-            Ok(Service::new().grpc(TaskServiceServer::new(api.clone())).grpc(BoardServiceServer::new(api)))
+            Ok(Service::new()
+                .grpc(TaskServiceServer::new(api.clone()))
+                .grpc(BoardServiceServer::new(api.clone()))
+                .grpc(ChecklistServiceServer::new(api.clone()))
+                .grpc(TimeServiceServer::new(api)))
         })
     })
 }

@@ -82,6 +82,8 @@ pub struct TaskRow {
     pub enforce_dependencies: bool,
     /// Who completed it.
     pub completed_by: Option<Uuid>,
+    /// Sum of finished time entries.
+    pub tracked_seconds: i64,
     /// Version.
     pub version: i64,
     /// Created.
@@ -127,6 +129,14 @@ pub struct TaskSelection {
     pub board_id: Option<Uuid>,
     /// Only this assignee.
     pub assignee_id: Option<Uuid>,
+    /// Only these statuses (stored names; empty = all).
+    pub statuses: Vec<String>,
+    /// Only these priorities (stored names; empty = all).
+    pub priorities: Vec<String>,
+    /// Only direct subtasks of this task.
+    pub parent_id: Option<Uuid>,
+    /// Subtasks too.
+    pub include_subtasks: bool,
 }
 
 /// What inserting a task needs.
@@ -158,6 +168,10 @@ pub struct NewTaskRow<'a> {
     pub completed_by: Option<Uuid>,
     /// Position in the column.
     pub position: String,
+    /// Parent task, for a subtask.
+    pub parent_id: Option<Uuid>,
+    /// Nesting depth (0 = top level).
+    pub depth: i16,
 }
 
 /// The number a new task takes, and the board's state, from [`take_task_number`].
@@ -183,7 +197,7 @@ const TASK_SELECT: &str = "select t.id, t.board_id, b.key as board_key, b.archiv
          as completion_blocked, \
      coalesce((b.settings->>'enforce_wip_limits')::bool, false) as enforce_wip_limits, \
      coalesce((b.settings->>'enforce_dependencies')::bool, false) as enforce_dependencies, t.completed_by, \
-     t.version, t.created_at, t.updated_at \
+     t.tracked_seconds, t.version, t.created_at, t.updated_at \
      from tasks.tasks t join tasks.boards b on b.org_id = t.org_id and b.id = t.board_id";
 
 /// The id of the organization's default board.
@@ -268,10 +282,10 @@ pub async fn last_position(tx: &mut Tx, board_id: Uuid, column_id: Uuid) -> Resu
 pub async fn insert_task(tx: &mut Tx, task: &NewTaskRow<'_>) -> Result<()> {
     sqlx::query(
         "insert into tasks.tasks (id, org_id, board_id, column_id, number, title, description, status, priority, \
-         assignee_id, created_by, position, started_at, completed_at, completed_by) \
+         assignee_id, created_by, position, started_at, completed_at, completed_by, parent_id, depth) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
          case when $8 = 'in_progress' then now() end, case when $8 = 'done' then now() end, \
-         case when $8 = 'done' then $13::uuid end)",
+         case when $8 = 'done' then $13::uuid end, $14, $15)",
     )
     .bind(task.id)
     .bind(task.org_id)
@@ -286,6 +300,8 @@ pub async fn insert_task(tx: &mut Tx, task: &NewTaskRow<'_>) -> Result<()> {
     .bind(task.created_by)
     .bind(&task.position)
     .bind(task.completed_by)
+    .bind(task.parent_id)
+    .bind(task.depth)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -345,7 +361,22 @@ pub async fn set_assignee(tx: &mut Tx, task_id: Uuid, assignee_id: Option<Uuid>)
 }
 
 fn push_selection(q: &mut QueryBuilder<'_, Postgres>, selection: &TaskSelection) {
-    q.push(" where t.deleted_at is null and t.parent_id is null");
+    q.push(" where t.deleted_at is null");
+    match selection.parent_id {
+        Some(parent_id) => {
+            q.push(" and t.parent_id = ").push_bind(parent_id);
+        }
+        None if !selection.include_subtasks => {
+            q.push(" and t.parent_id is null");
+        }
+        None => {}
+    }
+    if !selection.statuses.is_empty() {
+        q.push(" and t.status = any(").push_bind(selection.statuses.clone()).push(")");
+    }
+    if !selection.priorities.is_empty() {
+        q.push(" and t.priority = any(").push_bind(selection.priorities.clone()).push(")");
+    }
     if let Some(board_id) = selection.board_id {
         q.push(" and t.board_id = ").push_bind(board_id);
     }
@@ -487,6 +518,15 @@ pub async fn insert_board(tx: &mut Tx, b: &NewBoardRow<'_>) -> Result<bool> {
 
 /// A live board (`trashed` = a board in the trash instead).
 pub async fn board(tx: &mut Tx, board_id: Uuid, trashed: bool) -> Result<Option<BoardRow>> {
+    let filter = if trashed { "deleted_at is not null" } else { "deleted_at is null" };
+    Ok(sqlx::query_as(&format!("{BOARD_SELECT} where id = $1 and {filter}"))
+        .bind(board_id)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// A live (or trashed) board, locked until commit: changes to one board take turns.
+pub async fn board_locked(tx: &mut Tx, board_id: Uuid, trashed: bool) -> Result<Option<BoardRow>> {
     let filter = if trashed { "deleted_at is not null" } else { "deleted_at is null" };
     Ok(sqlx::query_as(&format!("{BOARD_SELECT} where id = $1 and {filter} for update"))
         .bind(board_id)
@@ -869,28 +909,38 @@ pub async fn edges_from(tx: &mut Tx, start: Uuid, limit: i64) -> Result<Vec<(Uui
     .await?)
 }
 
+/// A dependency to insert.
+#[derive(Debug, Clone)]
+pub struct NewDependency<'a> {
+    /// Organization.
+    pub org_id: Uuid,
+    /// Id.
+    pub id: Uuid,
+    /// Dependent.
+    pub task_id: Uuid,
+    /// Blocker.
+    pub depends_on_id: Uuid,
+    /// Stored type.
+    pub kind: &'a str,
+    /// Lag in days.
+    pub lag_days: i32,
+    /// Creator.
+    pub created_by: Option<Uuid>,
+}
+
 /// Inserts a dependency; `Ok(false)` when the pair exists.
-pub async fn insert_dependency(
-    tx: &mut Tx,
-    org_id: Uuid,
-    id: Uuid,
-    task_id: Uuid,
-    depends_on_id: Uuid,
-    kind: &str,
-    lag_days: i32,
-    created_by: Option<Uuid>,
-) -> Result<bool> {
+pub async fn insert_dependency(tx: &mut Tx, d: &NewDependency<'_>) -> Result<bool> {
     let done = sqlx::query(
         "insert into tasks.dependencies (id, org_id, task_id, depends_on_id, type, lag_days, created_by) \
          values ($1, $2, $3, $4, $5, $6, $7) on conflict (task_id, depends_on_id) do nothing",
     )
-    .bind(id)
-    .bind(org_id)
-    .bind(task_id)
-    .bind(depends_on_id)
-    .bind(kind)
-    .bind(lag_days)
-    .bind(created_by)
+    .bind(d.id)
+    .bind(d.org_id)
+    .bind(d.task_id)
+    .bind(d.depends_on_id)
+    .bind(d.kind)
+    .bind(d.lag_days)
+    .bind(d.created_by)
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -968,4 +1018,345 @@ pub async fn batch_task_ids(tx: &mut Tx, batch: Uuid) -> Result<Vec<Uuid>> {
         .bind(batch)
         .fetch_all(&mut **tx)
         .await?)
+}
+
+/// One kanban column of a selection: its first `limit` tasks by position, and how many it holds.
+/// Cancelled tasks are hidden in columns not mapped to cancelled (Rule 2).
+pub async fn kanban_column(
+    tx: &mut Tx,
+    selection: &TaskSelection,
+    column_id: Uuid,
+    column_is_cancelled: bool,
+    limit: i64,
+) -> Result<(Vec<TaskRow>, i64)> {
+    let narrow = |q: &mut QueryBuilder<'_, Postgres>| {
+        q.push(" and t.column_id = ").push_bind(column_id);
+        if !column_is_cancelled {
+            q.push(" and t.status <> 'cancelled'");
+        }
+    };
+    let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
+    push_selection(&mut q, selection);
+    narrow(&mut q);
+    q.push(" order by t.position, t.id limit ").push_bind(limit);
+    let tasks = q.build_query_as().fetch_all(&mut **tx).await?;
+    let mut q = QueryBuilder::<Postgres>::new("select count(*) from tasks.tasks t");
+    push_selection(&mut q, selection);
+    narrow(&mut q);
+    let total = q.build_query_scalar().fetch_one(&mut **tx).await?;
+    Ok((tasks, total))
+}
+
+// ---- Checklists ---------------------------------------------------------------------------
+
+/// A checklist row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChecklistRow {
+    /// Id.
+    pub id: Uuid,
+    /// Task.
+    pub task_id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Position.
+    pub position: String,
+}
+
+/// A checklist item row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChecklistItemRow {
+    /// Id.
+    pub id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Ticked.
+    pub done: bool,
+    /// Who ticked it.
+    pub done_by: Option<Uuid>,
+    /// When.
+    pub done_at: Option<DateTime<Utc>>,
+    /// Position.
+    pub position: String,
+}
+
+/// How many checklists a task has, and the greatest position among them.
+pub async fn checklist_stats(tx: &mut Tx, task_id: Uuid) -> Result<(i64, Option<String>)> {
+    Ok(sqlx::query_as("select count(*), max(position) from tasks.checklists where task_id = $1")
+        .bind(task_id)
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+/// Inserts a checklist.
+pub async fn insert_checklist(tx: &mut Tx, org_id: Uuid, c: &ChecklistRow) -> Result<()> {
+    sqlx::query("insert into tasks.checklists (id, org_id, task_id, title, position) values ($1, $2, $3, $4, $5)")
+        .bind(c.id)
+        .bind(org_id)
+        .bind(c.task_id)
+        .bind(&c.title)
+        .bind(&c.position)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Inserts a checklist item.
+pub async fn insert_checklist_item(
+    tx: &mut Tx,
+    org_id: Uuid,
+    checklist_id: Uuid,
+    title: &str,
+    position: &str,
+) -> Result<()> {
+    sqlx::query(
+        "insert into tasks.checklist_items (id, org_id, checklist_id, title, position) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(checklist_id)
+    .bind(title)
+    .bind(position)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A checklist of a live task, locked until commit (item changes of one checklist take turns).
+pub async fn checklist_locked(tx: &mut Tx, checklist_id: Uuid) -> Result<Option<ChecklistRow>> {
+    Ok(sqlx::query_as(
+        "select c.id, c.task_id, c.title, c.position from tasks.checklists c \
+         join tasks.tasks t on t.id = c.task_id and t.deleted_at is null where c.id = $1 for update of c",
+    )
+    .bind(checklist_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// The items of a checklist in order.
+pub async fn checklist_items(tx: &mut Tx, checklist_id: Uuid) -> Result<Vec<ChecklistItemRow>> {
+    Ok(sqlx::query_as(
+        "select id, title, done, done_by, done_at, position from tasks.checklist_items where checklist_id = $1 \
+         order by position, id",
+    )
+    .bind(checklist_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Sets an item's title and done flag; whether the item exists in that checklist.
+pub async fn write_checklist_item(
+    tx: &mut Tx,
+    checklist_id: Uuid,
+    item_id: Uuid,
+    title: &str,
+    done: bool,
+    by: Option<Uuid>,
+) -> Result<bool> {
+    let done_rows = sqlx::query(
+        "update tasks.checklist_items set title = $3, \
+         done_by = case when $4 and not done then $5 when $4 then done_by end, \
+         done_at = case when $4 and not done then now() when $4 then done_at end, done = $4, updated_at = now() \
+         where id = $2 and checklist_id = $1",
+    )
+    .bind(checklist_id)
+    .bind(item_id)
+    .bind(title)
+    .bind(done)
+    .bind(by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done_rows.rows_affected() == 1)
+}
+
+/// Deletes an item; whether it existed in that checklist.
+pub async fn delete_checklist_item(tx: &mut Tx, checklist_id: Uuid, item_id: Uuid) -> Result<bool> {
+    let done = sqlx::query("delete from tasks.checklist_items where id = $2 and checklist_id = $1")
+        .bind(checklist_id)
+        .bind(item_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a checklist with its items.
+pub async fn delete_checklist(tx: &mut Tx, checklist_id: Uuid) -> Result<()> {
+    sqlx::query("delete from tasks.checklists where id = $1").bind(checklist_id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+// ---- Time entries ---------------------------------------------------------------------------
+
+/// A time entry row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TimeEntryRow {
+    /// Id.
+    pub id: Uuid,
+    /// Whose time.
+    pub user_id: Uuid,
+    /// Task.
+    pub task_id: Option<Uuid>,
+    /// Board.
+    pub board_id: Option<Uuid>,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End; NULL while running.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Whole seconds.
+    pub duration_seconds: Option<i32>,
+    /// Description.
+    pub description: String,
+    /// Billable.
+    pub billable: bool,
+    /// timer | manual | import.
+    pub source: String,
+    /// Stopped by the cap.
+    pub auto_stopped: bool,
+}
+
+const ENTRY_COLUMNS: &str = "id, user_id, task_id, board_id, started_at, ended_at, duration_seconds, description, \
+     billable, source, auto_stopped";
+
+/// The user's running entry (`lock` = for update).
+pub async fn running_entry(tx: &mut Tx, user_id: Uuid, lock: bool) -> Result<Option<TimeEntryRow>> {
+    let suffix = if lock { " for update" } else { "" };
+    Ok(sqlx::query_as(&format!(
+        "select {ENTRY_COLUMNS} from tasks.time_entries where user_id = $1 and ended_at is null \
+         and deleted_at is null{suffix}"
+    ))
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Stops a running entry.
+pub async fn stop_time_entry(
+    tx: &mut Tx,
+    id: Uuid,
+    ended_at: DateTime<Utc>,
+    seconds: i32,
+    auto_stopped: bool,
+) -> Result<TimeEntryRow> {
+    Ok(sqlx::query_as(&format!(
+        "update tasks.time_entries set ended_at = $2, duration_seconds = $3, auto_stopped = $4, updated_at = now() \
+         where id = $1 returning {ENTRY_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(ended_at)
+    .bind(seconds)
+    .bind(auto_stopped)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Inserts a running entry; `None` when another running entry of the user won the race.
+pub async fn insert_running_entry(
+    tx: &mut Tx,
+    org_id: Uuid,
+    user_id: Uuid,
+    task: &TaskRow,
+    description: &str,
+    billable: bool,
+) -> Result<Option<TimeEntryRow>> {
+    let result = sqlx::query_as(&format!(
+        "insert into tasks.time_entries (id, org_id, user_id, task_id, board_id, started_at, description, billable, \
+         source) values ($1, $2, $3, $4, $5, now(), $6, $7, 'timer') returning {ENTRY_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(user_id)
+    .bind(task.id)
+    .bind(task.board_id)
+    .bind(description)
+    .bind(billable)
+    .fetch_one(&mut **tx)
+    .await;
+    match result {
+        Ok(row) => Ok(Some(row)),
+        Err(e) if trellis_kit::db::violated_constraint(&e) == Some("time_entries_one_running") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Inserts a finished manual entry.
+pub async fn insert_manual_entry(
+    tx: &mut Tx,
+    org_id: Uuid,
+    user_id: Uuid,
+    entry: &crate::time::ManualEntry,
+    board_id: Option<Uuid>,
+    seconds: i32,
+) -> Result<TimeEntryRow> {
+    Ok(sqlx::query_as(&format!(
+        "insert into tasks.time_entries (id, org_id, user_id, task_id, board_id, started_at, ended_at, \
+         duration_seconds, description, billable, source) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'manual') \
+         returning {ENTRY_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(user_id)
+    .bind(entry.task_id)
+    .bind(board_id)
+    .bind(entry.started_at)
+    .bind(entry.ended_at)
+    .bind(seconds)
+    .bind(&entry.description)
+    .bind(entry.billable)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// tracked_seconds = the sum of the task's finished live entries (Rule 23).
+pub async fn recompute_tracked(tx: &mut Tx, task_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "update tasks.tasks set tracked_seconds = (select coalesce(sum(duration_seconds), 0) \
+         from tasks.time_entries where task_id = $1 and ended_at is not null and deleted_at is null) where id = $1",
+    )
+    .bind(task_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One group of a time report.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportRow {
+    /// The user, task or board.
+    pub key: Option<Uuid>,
+    /// Seconds.
+    pub total_seconds: i64,
+    /// Billable seconds.
+    pub billable_seconds: i64,
+    /// Entries.
+    pub entry_count: i64,
+}
+
+/// Finished live entries started in [from, to), grouped.
+pub async fn time_report(
+    tx: &mut Tx,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    group_by: crate::time::GroupBy,
+    task_id: Option<Uuid>,
+    user_id: Option<Uuid>,
+) -> Result<Vec<ReportRow>> {
+    let key = match group_by {
+        crate::time::GroupBy::User => "user_id",
+        crate::time::GroupBy::Task => "task_id",
+        crate::time::GroupBy::Board => "board_id",
+    };
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "select {key} as key, coalesce(sum(duration_seconds), 0)::bigint as total_seconds, \
+         coalesce(sum(duration_seconds) filter (where billable), 0)::bigint as billable_seconds, \
+         count(*) as entry_count from tasks.time_entries \
+         where ended_at is not null and deleted_at is null and started_at >= "
+    ));
+    q.push_bind(from).push(" and started_at < ").push_bind(to);
+    if let Some(task_id) = task_id {
+        q.push(" and task_id = ").push_bind(task_id);
+    }
+    if let Some(user_id) = user_id {
+        q.push(" and user_id = ").push_bind(user_id);
+    }
+    q.push(format!(" group by {key} order by total_seconds desc, {key}"));
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
 }

@@ -234,7 +234,12 @@ pub struct NewTask {
     pub priority: Priority,
     /// Initial assignee.
     pub assignee_id: Option<Uuid>,
+    /// The parent, for CreateSubtask (its board is used).
+    pub parent_id: Option<Uuid>,
 }
+
+/// Deepest nesting level (depth 0-9, Rule 7).
+pub const MAX_DEPTH: i16 = 9;
 
 /// A task with its watchers.
 #[derive(Debug, Clone)]
@@ -247,7 +252,20 @@ pub struct TaskDetail {
 
 /// Creates a task (spec CreateTask, Rule 35) and stages `tasks.task.created` (and
 /// `tasks.task.assigned` when it has an assignee).
-pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, new: NewTask) -> Result<TaskDetail> {
+pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new: NewTask) -> Result<TaskDetail> {
+    let mut depth = 0i16;
+    if let Some(parent_id) = new.parent_id {
+        access.task(ctx, parent_id, TaskPermission::View).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let parent = store::task(&mut tx, parent_id).await?.ok_or(TaskError::TaskNotFound)?;
+        tx.commit().await?;
+        depth = parent.depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(trellis_kit::Error::invalid_argument("MAX_DEPTH", "Subtasks nest at most 10 levels")
+                .with_field("task_id", "is at the deepest level"));
+        }
+        new.board_id = Some(parent.board_id);
+    }
     match new.board_id {
         Some(board_id) => access.board(ctx, board_id, BoardPermission::Edit).await?,
         // The default board: writing to it is open to every contributor of the organization.
@@ -293,6 +311,8 @@ pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, new: New
             // Entering done records the acting user; in_progress and done set their times.
             completed_by: ctx.user_id_opt(),
             position: position::after(last.as_deref()),
+            parent_id: new.parent_id,
+            depth,
         },
     )
     .await?;
@@ -358,6 +378,14 @@ pub struct ListQuery {
     pub board_id: Option<Uuid>,
     /// Only this assignee (already resolved from `me`).
     pub assignee_id: Option<Uuid>,
+    /// Only these statuses.
+    pub statuses: Vec<Status>,
+    /// Only these priorities.
+    pub priorities: Vec<Priority>,
+    /// Only direct subtasks of this task.
+    pub parent_id: Option<Uuid>,
+    /// Subtasks too.
+    pub include_subtasks: bool,
     /// Normalised page size.
     pub page_size: u32,
     /// The caller's page token.
@@ -386,9 +414,20 @@ struct Cursor {
 pub async fn list(db: &Db, ctx: &RequestContext, tokens: &PageTokens, query: ListQuery) -> Result<Page> {
     let board = query.board_id.map(|b| b.to_string()).unwrap_or_default();
     let assignee = query.assignee_id.map(|a| a.to_string()).unwrap_or_default();
-    let hash = PageTokens::query_hash(&["tasks.ListTasks", &board, &assignee]);
+    let statuses: Vec<String> = query.statuses.iter().map(|s| s.as_str().to_string()).collect();
+    let priorities: Vec<String> = query.priorities.iter().map(|p| p.as_str().to_string()).collect();
+    let parent = query.parent_id.map(|p| p.to_string()).unwrap_or_default();
+    let hash = PageTokens::query_hash(&[
+        "tasks.ListTasks",
+        &board,
+        &assignee,
+        &statuses.join(","),
+        &priorities.join(","),
+        &parent,
+        if query.include_subtasks { "1" } else { "0" },
+    ]);
     let cursor: Option<Cursor> = tokens.decode(&hash, &query.page_token)?;
-    let selection = TaskSelection { board_id: query.board_id, assignee_id: query.assignee_id };
+    let selection = selection_of(&query);
     let mut tx = db.tenant_tx(ctx).await?;
     let mut tasks =
         store::tasks_page(&mut tx, &selection, cursor.map(|c| (c.created_at, c.id)), i64::from(query.page_size) + 1)
@@ -402,6 +441,57 @@ pub async fn list(db: &Db, ctx: &RequestContext, tokens: &PageTokens, query: Lis
         String::new()
     };
     Ok(Page { tasks, next_page_token, total_size })
+}
+
+fn selection_of(query: &ListQuery) -> TaskSelection {
+    TaskSelection {
+        board_id: query.board_id,
+        assignee_id: query.assignee_id,
+        statuses: query.statuses.iter().map(|s| s.as_str().to_string()).collect(),
+        priorities: query.priorities.iter().map(|p| p.as_str().to_string()).collect(),
+        parent_id: query.parent_id,
+        include_subtasks: query.include_subtasks,
+    }
+}
+
+/// One column of the kanban view.
+#[derive(Debug, Clone)]
+pub struct KanbanGroup {
+    /// The column with its live top-level task count.
+    pub column: store::ColumnRow,
+    /// Its first tasks by position.
+    pub tasks: Vec<TaskRow>,
+    /// How many tasks of the filter it holds.
+    pub total_size: i64,
+    /// More live top-level tasks than its WIP limit.
+    pub over_wip_limit: bool,
+}
+
+/// The kanban view of a board: its columns in order, each with its first `page_size` tasks.
+pub async fn kanban(db: &Db, access: &dyn Access, ctx: &RequestContext, query: ListQuery) -> Result<Vec<KanbanGroup>> {
+    let Some(board_id) = query.board_id else {
+        return Err(trellis_kit::Error::validation("board_id", "is required for the kanban view"));
+    };
+    access.board(ctx, board_id, BoardPermission::View).await?;
+    let selection = selection_of(&query);
+    let mut tx = db.tenant_tx(ctx).await?;
+    store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+    let columns = store::column_rows(&mut tx, board_id).await?;
+    let mut groups = Vec::with_capacity(columns.len());
+    for column in columns {
+        let (tasks, total_size) = store::kanban_column(
+            &mut tx,
+            &selection,
+            column.id,
+            column.status == "cancelled",
+            i64::from(query.page_size),
+        )
+        .await?;
+        let over_wip_limit = column.wip_limit.is_some_and(|limit| column.task_count > i64::from(limit));
+        groups.push(KanbanGroup { column, tasks, total_size, over_wip_limit });
+    }
+    tx.commit().await?;
+    Ok(groups)
 }
 
 /// Assigns (or, with `None`, unassigns) a task. The new assignee becomes a watcher. Stages
@@ -707,15 +797,16 @@ pub mod change {
         }
         // Rule 6: WIP limits count live top-level tasks; moving inside a column never trips them.
         let mut wip_exceeded = false;
-        if after.column_id != before.column_id && after.parent_id.is_none() {
-            if let Some((_, Some(limit))) = store::column(tx, after.board_id, after.column_id).await? {
-                let others = store::wip_count(tx, after.column_id, after.id).await?;
-                if others + 1 > i64::from(limit) {
-                    if after.enforce_wip_limits {
-                        return Err(TaskError::WipLimitReached.into());
-                    }
-                    wip_exceeded = true;
+        if after.column_id != before.column_id
+            && after.parent_id.is_none()
+            && let Some((_, Some(limit))) = store::column(tx, after.board_id, after.column_id).await?
+        {
+            let others = store::wip_count(tx, after.column_id, after.id).await?;
+            if others + 1 > i64::from(limit) {
+                if after.enforce_wip_limits {
+                    return Err(TaskError::WipLimitReached.into());
                 }
+                wip_exceeded = true;
             }
         }
         if after.assignee_id != before.assignee_id

@@ -72,7 +72,7 @@ async fn a_dependency_blocks_until_the_blocker_completes_and_cycles_are_refused(
         .expect("complete")
         .into_inner();
     let unblocked: Vec<String> = done.unblocked_tasks.iter().map(|t| t.id.clone()).collect();
-    assert_eq!(unblocked, [b.id.clone()]);
+    assert_eq!(unblocked, std::slice::from_ref(&b.id));
     assert!(!done.unblocked_tasks[0].is_blocked);
     assert_eq!(done.task.expect("task").resolution_notes, "shipped");
     let events = unblocked_events(&cell).await;

@@ -2,9 +2,12 @@
 //! RabbitMQ that `cargo xtask test` starts; `rest` drives the same flows through the gateway.
 
 mod boards;
+mod checklists;
 mod common;
 mod dependencies;
 mod moves;
 mod rest;
 mod rls;
 mod tasks;
+mod time;
+mod views;
