@@ -573,6 +573,38 @@ impl TaskService for TaskApi {
         Ok(Response::new(proto::RemoveDependencyResponse { task: Some(task_to_proto(&task)) }))
     }
 
+    async fn add_watcher(
+        &self,
+        request: Request<proto::AddWatcherRequest>,
+    ) -> Result<Response<proto::AddWatcherResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let user_id = task::optional_id(&mut v, "user_id", &r.user_id);
+        v.finish()?;
+        let user_id = match user_id {
+            Some(id) => id,
+            None => ctx.user_id()?,
+        };
+        let watchers = task::set_watcher(&self.db, self.access.as_ref(), &ctx, task_id, user_id, true).await?;
+        Ok(Response::new(proto::AddWatcherResponse { watchers: watchers.iter().map(watcher_to_proto).collect() }))
+    }
+
+    async fn remove_watcher(
+        &self,
+        request: Request<proto::RemoveWatcherRequest>,
+    ) -> Result<Response<proto::RemoveWatcherResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let user_id = task::required_id(&mut v, "user_id", &r.user_id);
+        v.finish()?;
+        let watchers = task::set_watcher(&self.db, self.access.as_ref(), &ctx, task_id, user_id, false).await?;
+        Ok(Response::new(proto::RemoveWatcherResponse { watchers: watchers.iter().map(watcher_to_proto).collect() }))
+    }
+
     async fn list_dependencies(
         &self,
         request: Request<proto::ListDependenciesRequest>,

@@ -1360,3 +1360,13 @@ pub async fn time_report(
     q.push(format!(" group by {key} order by total_seconds desc, {key}"));
     Ok(q.build_query_as().fetch_all(&mut **tx).await?)
 }
+
+/// Removes a watcher (idempotent).
+pub async fn remove_watcher(tx: &mut Tx, task_id: Uuid, user_id: Uuid) -> Result<()> {
+    sqlx::query("delete from tasks.watchers where task_id = $1 and user_id = $2")
+        .bind(task_id)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -537,6 +537,36 @@ pub async fn assign(
     Ok(task)
 }
 
+/// Adds (`watch = true`) or removes a watcher, idempotently (spec AddWatcher / RemoveWatcher):
+/// oneself needs `task#view`, another user `task#edit`, and a new watcher must be able to view
+/// the board (`WATCHER_NO_ACCESS`). Returns the watchers after the change.
+pub async fn set_watcher(
+    db: &Db,
+    access: &dyn Access,
+    ctx: &RequestContext,
+    task_id: Uuid,
+    user_id: Uuid,
+    watch: bool,
+) -> Result<Vec<WatcherRow>> {
+    let permission = if ctx.user_id_opt() == Some(user_id) { TaskPermission::View } else { TaskPermission::Edit };
+    access.task(ctx, task_id, permission).await?;
+    let org_id = ctx.org_id()?;
+    let mut tx = db.tenant_tx(ctx).await?;
+    let task = store::task_for_update(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+    if watch {
+        if !access.user_can_view_board(ctx, user_id, task.board_id).await? {
+            return Err(trellis_kit::Error::invalid_argument("WATCHER_NO_ACCESS", "The user cannot view the board")
+                .with_field("user_id", "cannot view the board"));
+        }
+        store::add_watcher(&mut tx, org_id, task_id, user_id, "manual").await?;
+    } else {
+        store::remove_watcher(&mut tx, task_id, user_id).await?;
+    }
+    let watchers = store::watchers(&mut tx, task_id).await?;
+    tx.commit().await?;
+    Ok(watchers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
