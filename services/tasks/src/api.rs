@@ -9,23 +9,160 @@ use trellis_kit::db::Db;
 use trellis_kit::error::Violations;
 use trellis_kit::paging::{PageTokens, page_size};
 use trellis_proto::trellis::tasks::v1 as proto;
+use trellis_proto::trellis::tasks::v1::board_service_server::BoardService;
+use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistService;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskService;
+use trellis_proto::trellis::tasks::v1::time_service_server::TimeService;
 
-use crate::store::{TaskRow, WatcherRow};
+use crate::access::Access;
+use crate::board::ops::{self as boards, BoardChanges, BoardView, ColumnSpec, NewBoard};
+use crate::dependency::{self, DependencyType};
+use crate::store::{DependencyRow, TaskRow, WatcherRow};
+use crate::task::change::{self, Placement, TaskChanges};
 use crate::task::{self, DESCRIPTION_MAX, ListQuery, NOTE_MAX, NewTask, Priority, Status, TITLE_MAX};
 
-/// The `trellis.tasks.v1.TaskService` implementation.
+/// Resolution notes limit, in characters.
+const RESOLUTION_MAX: usize = 5_000;
+
+/// The `trellis.tasks.v1.TaskService` and `BoardService` implementation.
 #[derive(Debug, Clone)]
 pub struct TaskApi {
     db: Db,
     tokens: Arc<PageTokens>,
+    access: Arc<dyn Access>,
 }
 
 impl TaskApi {
-    /// Handlers over `db`, signing page tokens with `tokens`.
-    pub fn new(db: Db, tokens: PageTokens) -> Self {
-        Self { db, tokens: Arc::new(tokens) }
+    /// Handlers over `db`, signing page tokens with `tokens` and asking `access` for permission.
+    pub fn new(db: Db, tokens: PageTokens, access: Arc<dyn Access>) -> Self {
+        Self { db, tokens: Arc::new(tokens), access }
     }
+}
+
+fn from_timestamp(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+fn optional_version(version: i64) -> Option<i64> {
+    (version != 0).then_some(version)
+}
+
+fn mask_paths(mask: Option<&prost_types::FieldMask>) -> Vec<String> {
+    mask.map(|m| m.paths.iter().flat_map(|p| p.split(',')).map(|p| p.trim().to_string()).collect()).unwrap_or_default()
+}
+
+fn dependency_type_to_proto(kind: &str) -> i32 {
+    (match DependencyType::parse(kind) {
+        Some(DependencyType::FinishToStart) => proto::DependencyType::FinishToStart,
+        Some(DependencyType::StartToStart) => proto::DependencyType::StartToStart,
+        Some(DependencyType::FinishToFinish) => proto::DependencyType::FinishToFinish,
+        Some(DependencyType::StartToFinish) => proto::DependencyType::StartToFinish,
+        None => proto::DependencyType::Unspecified,
+    }) as i32
+}
+
+fn dependency_to_proto(d: &DependencyRow) -> proto::Dependency {
+    proto::Dependency {
+        id: d.id.to_string(),
+        task_id: d.task_id.to_string(),
+        depends_on_id: d.depends_on_id.to_string(),
+        r#type: dependency_type_to_proto(&d.r#type),
+        lag_days: d.lag_days,
+        satisfied: d.satisfied,
+        other_key: crate::board::task_key(&d.other_board_key, d.other_number),
+        other_title: d.other_title.clone(),
+    }
+}
+
+fn view_type_name(value: i32) -> Option<&'static str> {
+    match proto::BoardViewType::try_from(value).ok()? {
+        proto::BoardViewType::Unspecified | proto::BoardViewType::Kanban => Some("kanban"),
+        proto::BoardViewType::List => Some("list"),
+        proto::BoardViewType::Calendar => Some("calendar"),
+        proto::BoardViewType::Gantt => Some("gantt"),
+    }
+}
+
+fn visibility_name(value: i32) -> Option<&'static str> {
+    match proto::BoardVisibility::try_from(value).ok()? {
+        proto::BoardVisibility::Unspecified | proto::BoardVisibility::Org => Some("org"),
+        proto::BoardVisibility::Private => Some("private"),
+    }
+}
+
+/// The wire form of a board with its columns.
+pub fn board_to_proto(view: &BoardView) -> proto::Board {
+    let b = &view.board;
+    let flag = |key: &str| b.settings.get(key).and_then(serde_json::Value::as_bool).unwrap_or(false);
+    proto::Board {
+        id: b.id.to_string(),
+        name: b.name.clone(),
+        key: b.key.clone(),
+        description: b.description.clone(),
+        view_type: (match b.view_type.as_str() {
+            "list" => proto::BoardViewType::List,
+            "calendar" => proto::BoardViewType::Calendar,
+            "gantt" => proto::BoardViewType::Gantt,
+            _ => proto::BoardViewType::Kanban,
+        }) as i32,
+        visibility: (if b.visibility == "private" {
+            proto::BoardVisibility::Private
+        } else {
+            proto::BoardVisibility::Org
+        }) as i32,
+        team_id: id_string(b.team_id),
+        settings: Some(proto::BoardSettings {
+            enforce_wip_limits: flag("enforce_wip_limits"),
+            enforce_dependencies: flag("enforce_dependencies"),
+        }),
+        is_default: b.is_default,
+        created_by: id_string(b.created_by),
+        archived_at: b.archived_at.map(timestamp),
+        deleted_at: b.deleted_at.map(timestamp),
+        columns: view.columns.iter().map(column_to_proto).collect(),
+        version: b.version,
+        created_at: Some(timestamp(b.created_at)),
+        updated_at: Some(timestamp(b.updated_at)),
+    }
+}
+
+fn column_to_proto(c: &crate::store::ColumnRow) -> proto::BoardColumn {
+    proto::BoardColumn {
+        id: c.id.to_string(),
+        name: c.name.clone(),
+        status: Status::parse(&c.status).map_or(0, |s| s.to_proto() as i32),
+        position: c.position.clone(),
+        color: c.color.clone().unwrap_or_default(),
+        wip_limit: c.wip_limit.unwrap_or_default(),
+        task_count: i32::try_from(c.task_count).unwrap_or(i32::MAX),
+    }
+}
+
+/// Validates request columns (named `field`).
+fn column_specs(v: &mut Violations, field: &str, columns: &[proto::BoardColumn]) -> Vec<ColumnSpec> {
+    let specs: Vec<ColumnSpec> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let name = task::clean_text(v, &format!("{field}[{i}].name"), &c.name, 1, 100);
+            let status = match Status::from_proto(c.status) {
+                Ok(Some(s)) => s,
+                _ => {
+                    v.add(format!("{field}[{i}].status"), "is required: one of the task statuses");
+                    Status::Todo
+                }
+            };
+            ColumnSpec {
+                id: task::optional_id(v, &format!("{field}[{i}].id"), &c.id),
+                name,
+                status,
+                color: (!c.color.trim().is_empty()).then(|| c.color.trim().to_string()),
+                wip_limit: (c.wip_limit != 0).then_some(c.wip_limit),
+            }
+        })
+        .collect();
+    boards::check_columns(v, field, &specs);
+    specs
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -61,6 +198,13 @@ pub fn task_to_proto(t: &TaskRow) -> proto::Task {
         version: t.version,
         created_at: Some(timestamp(t.created_at)),
         updated_at: Some(timestamp(t.updated_at)),
+        is_blocked: t.is_blocked,
+        completion_blocked: t.completion_blocked,
+        is_overdue: t.is_overdue(chrono::Utc::now()),
+        estimate_minutes: t.estimate_minutes.unwrap_or_default(),
+        resolution_notes: t.resolution_notes.clone(),
+        deleted_at: t.deleted_at.map(timestamp),
+        tracked_seconds: t.tracked_seconds,
     }
 }
 
@@ -99,8 +243,8 @@ impl TaskService for TaskApi {
             Priority::Medium
         });
         v.finish()?;
-        let new = NewTask { board_id, column_id, title, description, status, priority, assignee_id };
-        let created = task::create(&self.db, &ctx, new).await?;
+        let new = NewTask { board_id, column_id, title, description, status, priority, assignee_id, parent_id: None };
+        let created = task::create(&self.db, self.access.as_ref(), &ctx, new).await?;
         Ok(Response::new(proto::CreateTaskResponse { task: Some(task_to_proto(&created.task)) }))
     }
 
@@ -112,7 +256,7 @@ impl TaskService for TaskApi {
         let mut v = Violations::default();
         let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
         v.finish()?;
-        let detail = task::get(&self.db, &ctx, task_id).await?;
+        let detail = task::get(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::GetTaskResponse {
             task: Some(task_to_proto(&detail.task)),
             watchers: detail.watchers.iter().map(watcher_to_proto).collect(),
@@ -136,12 +280,76 @@ impl TaskService for TaskApi {
             raw => task::optional_id(&mut v, "assignee_id", raw),
         };
         v.finish()?;
-        let query = ListQuery { board_id, assignee_id, page_size: size, page_token: r.page_token };
+        let statuses: Vec<Status> = r
+            .status
+            .iter()
+            .filter_map(|s| match Status::from_proto(*s) {
+                Ok(status) => status,
+                Err(_) => {
+                    v.add("status", "unknown status");
+                    None
+                }
+            })
+            .collect();
+        let priorities: Vec<Priority> = r
+            .priority
+            .iter()
+            .filter_map(|p| match proto::TaskPriority::try_from(*p) {
+                Ok(proto::TaskPriority::Unspecified) => None,
+                Ok(_) => Priority::from_proto(*p).ok(),
+                Err(_) => {
+                    v.add("priority", "unknown priority");
+                    None
+                }
+            })
+            .collect();
+        let parent_id = task::optional_id(&mut v, "parent_id", &r.parent_id);
+        let kanban = match r.view.trim() {
+            "" | "list" => false,
+            "kanban" => true,
+            _ => {
+                v.add("view", "must be list or kanban");
+                false
+            }
+        };
+        v.finish()?;
+        let query = ListQuery {
+            board_id,
+            assignee_id,
+            statuses,
+            priorities,
+            parent_id,
+            include_subtasks: r.include_subtasks,
+            page_size: size,
+            page_token: r.page_token,
+        };
+        if kanban {
+            let groups = task::kanban(&self.db, self.access.as_ref(), &ctx, query).await?;
+            let total: i64 = groups.iter().map(|g| g.total_size).sum();
+            return Ok(Response::new(proto::ListTasksResponse {
+                tasks: Vec::new(),
+                next_page_token: String::new(),
+                total_size: i32::try_from(total).unwrap_or(i32::MAX),
+                groups: groups
+                    .iter()
+                    .map(|g| proto::KanbanGroup {
+                        column: Some(column_to_proto(&g.column)),
+                        tasks: g.tasks.iter().map(task_to_proto).collect(),
+                        total_size: i32::try_from(g.total_size).unwrap_or(i32::MAX),
+                        over_wip_limit: g.over_wip_limit,
+                    })
+                    .collect(),
+            }));
+        }
+        if let Some(board_id) = query.board_id {
+            self.access.board(&ctx, board_id, crate::access::BoardPermission::View).await?;
+        }
         let page = task::list(&self.db, &ctx, &self.tokens, query).await?;
         Ok(Response::new(proto::ListTasksResponse {
             tasks: page.tasks.iter().map(task_to_proto).collect(),
             next_page_token: page.next_page_token,
             total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
+            groups: Vec::new(),
         }))
     }
 
@@ -156,7 +364,730 @@ impl TaskService for TaskApi {
         let assignee_id = task::optional_id(&mut v, "assignee_id", &r.assignee_id);
         let note = task::clean_text(&mut v, "note", &r.note, 0, NOTE_MAX);
         v.finish()?;
-        let task = task::assign(&self.db, &ctx, task_id, assignee_id, &note).await?;
+        let task = task::assign(&self.db, self.access.as_ref(), &ctx, task_id, assignee_id, &note).await?;
         Ok(Response::new(proto::AssignTaskResponse { task: Some(task_to_proto(&task)) }))
+    }
+
+    async fn create_subtask(
+        &self,
+        request: Request<proto::CreateSubtaskRequest>,
+    ) -> Result<Response<proto::CreateSubtaskResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let parent_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
+        let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
+        let column_id = task::optional_id(&mut v, "column_id", &r.column_id);
+        let assignee_id = task::optional_id(&mut v, "assignee_id", &r.assignee_id);
+        let status = Status::from_proto(r.status).unwrap_or_else(|_| {
+            v.add("status", "unknown status");
+            None
+        });
+        let priority = Priority::from_proto(r.priority).unwrap_or_else(|_| {
+            v.add("priority", "unknown priority");
+            Priority::Medium
+        });
+        v.finish()?;
+        let new = NewTask {
+            board_id: None,
+            column_id,
+            title,
+            description,
+            status,
+            priority,
+            assignee_id,
+            parent_id: Some(parent_id),
+        };
+        let created = task::create(&self.db, self.access.as_ref(), &ctx, new).await?;
+        Ok(Response::new(proto::CreateSubtaskResponse { task: Some(task_to_proto(&created.task)) }))
+    }
+
+    async fn update_task(
+        &self,
+        request: Request<proto::UpdateTaskRequest>,
+    ) -> Result<Response<proto::UpdateTaskResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let paths = mask_paths(r.update_mask.as_ref());
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to update");
+        }
+        let mut changes = TaskChanges::default();
+        for path in &paths {
+            match path.as_str() {
+                "title" => changes.title = Some(task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX)),
+                "description" => {
+                    changes.description =
+                        Some(task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX))
+                }
+                "status" => match Status::from_proto(r.status) {
+                    Ok(Some(s)) => changes.status = Some(s),
+                    _ => {
+                        v.add("status", "must be a task status");
+                    }
+                },
+                "priority" => match Priority::from_proto(r.priority) {
+                    Ok(p) => changes.priority = Some(p),
+                    Err(_) => {
+                        v.add("priority", "unknown priority");
+                    }
+                },
+                "assignee_id" => changes.assignee_id = Some(task::optional_id(&mut v, "assignee_id", &r.assignee_id)),
+                "start_date" => changes.start_date = Some(r.start_date.as_ref().and_then(from_timestamp)),
+                "due_date" => changes.due_date = Some(r.due_date.as_ref().and_then(from_timestamp)),
+                "estimate_minutes" => {
+                    if !(0..=100_000).contains(&r.estimate_minutes) {
+                        v.add("estimate_minutes", "must be 1-100000 (0 clears it)");
+                    }
+                    changes.estimate_minutes = Some((r.estimate_minutes > 0).then_some(r.estimate_minutes));
+                }
+                // The expected version rides in the body; it is not a field to update.
+                "version" | "task_id" => {}
+                other => {
+                    v.add("update_mask", format!("{other} is not an updatable field"));
+                }
+            }
+        }
+        v.finish()?;
+        let task =
+            change::update(&self.db, self.access.as_ref(), &ctx, task_id, changes, optional_version(r.version)).await?;
+        Ok(Response::new(proto::UpdateTaskResponse { task: Some(task_to_proto(&task)) }))
+    }
+
+    async fn move_task(
+        &self,
+        request: Request<proto::MoveTaskRequest>,
+    ) -> Result<Response<proto::MoveTaskResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let placement = Placement {
+            column_id: task::optional_id(&mut v, "column_id", &r.column_id),
+            after_task_id: task::optional_id(&mut v, "after_task_id", &r.after_task_id),
+            before_task_id: task::optional_id(&mut v, "before_task_id", &r.before_task_id),
+            position: (!r.position.is_empty()).then(|| r.position.clone()),
+        };
+        if let Some(p) = &placement.position
+            && (p.len() > crate::position::MAX_LEN || !p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            v.add("position", "must be a position key read from a task");
+        }
+        v.finish()?;
+        let saved =
+            change::move_task(&self.db, self.access.as_ref(), &ctx, task_id, placement, optional_version(r.version))
+                .await?;
+        Ok(Response::new(proto::MoveTaskResponse {
+            task: Some(task_to_proto(&saved.task)),
+            wip_exceeded: saved.wip_exceeded,
+        }))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<proto::CompleteTaskRequest>,
+    ) -> Result<Response<proto::CompleteTaskResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let notes = task::clean_text(&mut v, "resolution_notes", &r.resolution_notes, 0, RESOLUTION_MAX);
+        v.finish()?;
+        let saved = change::complete(&self.db, self.access.as_ref(), &ctx, task_id, notes).await?;
+        Ok(Response::new(proto::CompleteTaskResponse {
+            task: Some(task_to_proto(&saved.task)),
+            unblocked_tasks: saved.unblocked.iter().map(task_to_proto).collect(),
+        }))
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<proto::DeleteTaskRequest>,
+    ) -> Result<Response<proto::DeleteTaskResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        v.finish()?;
+        let task = change::delete(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::DeleteTaskResponse { task: Some(task_to_proto(&task)) }))
+    }
+
+    async fn restore_task(
+        &self,
+        request: Request<proto::RestoreTaskRequest>,
+    ) -> Result<Response<proto::RestoreTaskResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        v.finish()?;
+        let task = change::restore(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::RestoreTaskResponse { task: Some(task_to_proto(&task)) }))
+    }
+
+    async fn add_dependency(
+        &self,
+        request: Request<proto::AddDependencyRequest>,
+    ) -> Result<Response<proto::AddDependencyResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let depends_on_id = task::required_id(&mut v, "depends_on_id", &r.depends_on_id);
+        let kind = match proto::DependencyType::try_from(r.r#type) {
+            Ok(proto::DependencyType::Unspecified | proto::DependencyType::FinishToStart) => {
+                DependencyType::FinishToStart
+            }
+            Ok(proto::DependencyType::StartToStart) => DependencyType::StartToStart,
+            Ok(proto::DependencyType::FinishToFinish) => DependencyType::FinishToFinish,
+            Ok(proto::DependencyType::StartToFinish) => DependencyType::StartToFinish,
+            Err(_) => {
+                v.add("type", "unknown dependency type");
+                DependencyType::FinishToStart
+            }
+        };
+        v.check((-365..=365).contains(&r.lag_days), "lag_days", "must be between -365 and 365");
+        v.finish()?;
+        let (dep, task) =
+            dependency::ops::add(&self.db, self.access.as_ref(), &ctx, task_id, depends_on_id, kind, r.lag_days)
+                .await?;
+        Ok(Response::new(proto::AddDependencyResponse {
+            dependency: Some(dependency_to_proto(&dep)),
+            task: Some(task_to_proto(&task)),
+        }))
+    }
+
+    async fn remove_dependency(
+        &self,
+        request: Request<proto::RemoveDependencyRequest>,
+    ) -> Result<Response<proto::RemoveDependencyResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let dependency_id = task::required_id(&mut v, "dependency_id", &r.dependency_id);
+        v.finish()?;
+        let task = dependency::ops::remove(&self.db, self.access.as_ref(), &ctx, task_id, dependency_id).await?;
+        Ok(Response::new(proto::RemoveDependencyResponse { task: Some(task_to_proto(&task)) }))
+    }
+
+    async fn add_watcher(
+        &self,
+        request: Request<proto::AddWatcherRequest>,
+    ) -> Result<Response<proto::AddWatcherResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let user_id = task::optional_id(&mut v, "user_id", &r.user_id);
+        v.finish()?;
+        let user_id = match user_id {
+            Some(id) => id,
+            None => ctx.user_id()?,
+        };
+        let watchers = task::set_watcher(&self.db, self.access.as_ref(), &ctx, task_id, user_id, true).await?;
+        Ok(Response::new(proto::AddWatcherResponse { watchers: watchers.iter().map(watcher_to_proto).collect() }))
+    }
+
+    async fn remove_watcher(
+        &self,
+        request: Request<proto::RemoveWatcherRequest>,
+    ) -> Result<Response<proto::RemoveWatcherResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let user_id = task::required_id(&mut v, "user_id", &r.user_id);
+        v.finish()?;
+        let watchers = task::set_watcher(&self.db, self.access.as_ref(), &ctx, task_id, user_id, false).await?;
+        Ok(Response::new(proto::RemoveWatcherResponse { watchers: watchers.iter().map(watcher_to_proto).collect() }))
+    }
+
+    async fn list_dependencies(
+        &self,
+        request: Request<proto::ListDependenciesRequest>,
+    ) -> Result<Response<proto::ListDependenciesResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        v.finish()?;
+        let (blockers, dependents) = dependency::ops::list(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::ListDependenciesResponse {
+            blockers: blockers.iter().map(dependency_to_proto).collect(),
+            dependents: dependents.iter().map(dependency_to_proto).collect(),
+        }))
+    }
+}
+
+fn board_id_of(v: &mut Violations, raw: &str) -> uuid::Uuid {
+    task::required_id(v, "board_id", raw)
+}
+
+#[tonic::async_trait]
+impl BoardService for TaskApi {
+    async fn create_board(
+        &self,
+        request: Request<proto::CreateBoardRequest>,
+    ) -> Result<Response<proto::CreateBoardResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let name = task::clean_text(&mut v, "name", &r.name, 1, 200);
+        let key = r.key.trim().to_string();
+        v.check(boards::valid_key(&key), "key", "must match ^[A-Z][A-Z0-9]{1,9}$");
+        let description = task::clean_text(&mut v, "description", &r.description, 0, 10_000);
+        let view_type = view_type_name(r.view_type).unwrap_or_else(|| {
+            v.add("view_type", "unknown view type");
+            "kanban"
+        });
+        let visibility = visibility_name(r.visibility).unwrap_or_else(|| {
+            v.add("visibility", "unknown visibility");
+            "org"
+        });
+        let team_id = task::optional_id(&mut v, "team_id", &r.team_id);
+        let columns = if r.columns.is_empty() { Vec::new() } else { column_specs(&mut v, "columns", &r.columns) };
+        if columns.iter().any(|c| c.id.is_some()) {
+            v.add("columns", "new columns have no id");
+        }
+        v.finish()?;
+        let settings = r.settings.unwrap_or_default();
+        let new = NewBoard {
+            name,
+            key,
+            description,
+            view_type,
+            visibility,
+            team_id,
+            columns,
+            enforce_wip_limits: settings.enforce_wip_limits,
+            enforce_dependencies: settings.enforce_dependencies,
+        };
+        let view = boards::create(&self.db, self.access.as_ref(), &ctx, new).await?;
+        Ok(Response::new(proto::CreateBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+
+    async fn list_boards(
+        &self,
+        request: Request<proto::ListBoardsRequest>,
+    ) -> Result<Response<proto::ListBoardsResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must be 0-100");
+            0
+        });
+        v.finish()?;
+        let (views, next_page_token, total) =
+            boards::list(&self.db, &ctx, &self.tokens, r.archived, size, &r.page_token).await?;
+        Ok(Response::new(proto::ListBoardsResponse {
+            boards: views.iter().map(board_to_proto).collect(),
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn get_board(
+        &self,
+        request: Request<proto::GetBoardRequest>,
+    ) -> Result<Response<proto::GetBoardResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        v.finish()?;
+        let view = boards::get(&self.db, self.access.as_ref(), &ctx, board_id).await?;
+        Ok(Response::new(proto::GetBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+
+    async fn update_board(
+        &self,
+        request: Request<proto::UpdateBoardRequest>,
+    ) -> Result<Response<proto::UpdateBoardResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let board_id = board_id_of(&mut v, &r.board_id);
+        let paths = mask_paths(r.update_mask.as_ref());
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to update");
+        }
+        let settings = r.settings.unwrap_or_default();
+        let mut changes = BoardChanges { version: optional_version(r.version), ..Default::default() };
+        for path in &paths {
+            match path.as_str() {
+                "name" => changes.name = Some(task::clean_text(&mut v, "name", &r.name, 1, 200)),
+                "key" => {
+                    let key = r.key.trim().to_string();
+                    v.check(boards::valid_key(&key), "key", "must match ^[A-Z][A-Z0-9]{1,9}$");
+                    changes.key = Some(key);
+                }
+                "description" => {
+                    changes.description = Some(task::clean_text(&mut v, "description", &r.description, 0, 10_000))
+                }
+                "view_type" => changes.view_type = view_type_name(r.view_type),
+                "visibility" => changes.visibility = visibility_name(r.visibility),
+                "team_id" => changes.team_id = Some(task::optional_id(&mut v, "team_id", &r.team_id)),
+                "settings" => {
+                    changes.enforce_wip_limits = Some(settings.enforce_wip_limits);
+                    changes.enforce_dependencies = Some(settings.enforce_dependencies);
+                }
+                "settings.enforce_wip_limits" => changes.enforce_wip_limits = Some(settings.enforce_wip_limits),
+                "settings.enforce_dependencies" => changes.enforce_dependencies = Some(settings.enforce_dependencies),
+                "version" | "board_id" => {}
+                other => {
+                    v.add("update_mask", format!("{other} is not an updatable field"));
+                }
+            }
+        }
+        v.finish()?;
+        let view = boards::update(&self.db, self.access.as_ref(), &ctx, board_id, changes).await?;
+        Ok(Response::new(proto::UpdateBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+
+    async fn configure_columns(
+        &self,
+        request: Request<proto::ConfigureColumnsRequest>,
+    ) -> Result<Response<proto::ConfigureColumnsResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let board_id = board_id_of(&mut v, &r.board_id);
+        let columns = column_specs(&mut v, "columns", &r.columns);
+        let removed: Vec<(uuid::Uuid, uuid::Uuid)> = r
+            .removed
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    task::required_id(&mut v, &format!("removed[{i}].column_id"), &m.column_id),
+                    task::required_id(&mut v, &format!("removed[{i}].move_to_column_id"), &m.move_to_column_id),
+                )
+            })
+            .collect();
+        v.finish()?;
+        let view = boards::configure_columns(&self.db, self.access.as_ref(), &ctx, board_id, columns, removed).await?;
+        Ok(Response::new(proto::ConfigureColumnsResponse { board: Some(board_to_proto(&view)) }))
+    }
+
+    async fn archive_board(
+        &self,
+        request: Request<proto::ArchiveBoardRequest>,
+    ) -> Result<Response<proto::ArchiveBoardResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        v.finish()?;
+        let view = boards::set_archived(&self.db, self.access.as_ref(), &ctx, board_id, true).await?;
+        Ok(Response::new(proto::ArchiveBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+
+    async fn unarchive_board(
+        &self,
+        request: Request<proto::UnarchiveBoardRequest>,
+    ) -> Result<Response<proto::UnarchiveBoardResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        v.finish()?;
+        let view = boards::set_archived(&self.db, self.access.as_ref(), &ctx, board_id, false).await?;
+        Ok(Response::new(proto::UnarchiveBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+
+    async fn delete_board(
+        &self,
+        request: Request<proto::DeleteBoardRequest>,
+    ) -> Result<Response<proto::DeleteBoardResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        v.finish()?;
+        let view = boards::delete(&self.db, self.access.as_ref(), &ctx, board_id).await?;
+        Ok(Response::new(proto::DeleteBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+
+    async fn restore_board(
+        &self,
+        request: Request<proto::RestoreBoardRequest>,
+    ) -> Result<Response<proto::RestoreBoardResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        v.finish()?;
+        let view = boards::restore(&self.db, self.access.as_ref(), &ctx, board_id).await?;
+        Ok(Response::new(proto::RestoreBoardResponse { board: Some(board_to_proto(&view)) }))
+    }
+}
+
+fn checklist_to_proto(view: &crate::checklist::ChecklistView) -> proto::Checklist {
+    proto::Checklist {
+        id: view.checklist.id.to_string(),
+        task_id: view.checklist.task_id.to_string(),
+        title: view.checklist.title.clone(),
+        position: view.checklist.position.clone(),
+        items: view
+            .items
+            .iter()
+            .map(|i| proto::ChecklistItem {
+                id: i.id.to_string(),
+                title: i.title.clone(),
+                done: i.done,
+                done_by: id_string(i.done_by),
+                done_at: i.done_at.map(timestamp),
+                position: i.position.clone(),
+            })
+            .collect(),
+        complete: crate::checklist::is_complete(&view.items),
+    }
+}
+
+#[tonic::async_trait]
+impl ChecklistService for TaskApi {
+    async fn create_checklist(
+        &self,
+        request: Request<proto::CreateChecklistRequest>,
+    ) -> Result<Response<proto::CreateChecklistResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let title = task::clean_text(&mut v, "title", &r.title, 1, 200);
+        if r.items.len() > crate::checklist::MAX_ITEMS {
+            v.add("items", "at most 200 items");
+        }
+        let items: Vec<String> = r
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| task::clean_text(&mut v, &format!("items[{i}]"), t, 1, 500))
+            .collect();
+        v.finish()?;
+        let view = crate::checklist::create(&self.db, self.access.as_ref(), &ctx, task_id, title, items).await?;
+        Ok(Response::new(proto::CreateChecklistResponse { checklist: Some(checklist_to_proto(&view)) }))
+    }
+
+    async fn delete_checklist(
+        &self,
+        request: Request<proto::DeleteChecklistRequest>,
+    ) -> Result<Response<proto::DeleteChecklistResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &request.get_ref().checklist_id);
+        v.finish()?;
+        crate::checklist::delete(&self.db, self.access.as_ref(), &ctx, checklist_id).await?;
+        Ok(Response::new(proto::DeleteChecklistResponse {}))
+    }
+
+    async fn create_checklist_item(
+        &self,
+        request: Request<proto::CreateChecklistItemRequest>,
+    ) -> Result<Response<proto::CreateChecklistItemResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
+        let title = task::clean_text(&mut v, "title", &r.title, 1, 500);
+        v.finish()?;
+        let view = crate::checklist::add_item(&self.db, self.access.as_ref(), &ctx, checklist_id, title).await?;
+        Ok(Response::new(proto::CreateChecklistItemResponse { checklist: Some(checklist_to_proto(&view)) }))
+    }
+
+    async fn update_checklist_item(
+        &self,
+        request: Request<proto::UpdateChecklistItemRequest>,
+    ) -> Result<Response<proto::UpdateChecklistItemResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
+        let item_id = task::required_id(&mut v, "item_id", &r.item_id);
+        let (mut title, mut done) = (None, None);
+        let paths = mask_paths(r.update_mask.as_ref());
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to update");
+        }
+        for path in &paths {
+            match path.as_str() {
+                "title" => title = Some(task::clean_text(&mut v, "title", &r.title, 1, 500)),
+                "done" => done = Some(r.done),
+                "checklist_id" | "item_id" => {}
+                other => {
+                    v.add("update_mask", format!("{other} is not an updatable field"));
+                }
+            }
+        }
+        v.finish()?;
+        let view =
+            crate::checklist::update_item(&self.db, self.access.as_ref(), &ctx, checklist_id, item_id, title, done)
+                .await?;
+        Ok(Response::new(proto::UpdateChecklistItemResponse { checklist: Some(checklist_to_proto(&view)) }))
+    }
+
+    async fn delete_checklist_item(
+        &self,
+        request: Request<proto::DeleteChecklistItemRequest>,
+    ) -> Result<Response<proto::DeleteChecklistItemResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
+        let item_id = task::required_id(&mut v, "item_id", &r.item_id);
+        v.finish()?;
+        crate::checklist::delete_item(&self.db, self.access.as_ref(), &ctx, checklist_id, item_id).await?;
+        Ok(Response::new(proto::DeleteChecklistItemResponse {}))
+    }
+}
+
+fn entry_to_proto(e: &crate::store::TimeEntryRow) -> proto::TimeEntry {
+    proto::TimeEntry {
+        id: e.id.to_string(),
+        user_id: e.user_id.to_string(),
+        task_id: id_string(e.task_id),
+        board_id: id_string(e.board_id),
+        started_at: Some(timestamp(e.started_at)),
+        ended_at: e.ended_at.map(timestamp),
+        duration_seconds: e.duration_seconds.unwrap_or_default(),
+        description: e.description.clone(),
+        billable: e.billable,
+        source: e.source.clone(),
+        auto_stopped: e.auto_stopped,
+    }
+}
+
+#[tonic::async_trait]
+impl TimeService for TaskApi {
+    async fn start_timer(
+        &self,
+        request: Request<proto::StartTimerRequest>,
+    ) -> Result<Response<proto::StartTimerResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
+        v.finish()?;
+        let (entry, stopped) =
+            crate::time::start(&self.db, self.access.as_ref(), &ctx, task_id, description, r.billable.unwrap_or(true))
+                .await?;
+        Ok(Response::new(proto::StartTimerResponse {
+            entry: Some(entry_to_proto(&entry)),
+            stopped_entry: stopped.as_ref().map(entry_to_proto),
+        }))
+    }
+
+    async fn stop_timer(
+        &self,
+        request: Request<proto::StopTimerRequest>,
+    ) -> Result<Response<proto::StopTimerResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let mut v = Violations::default();
+        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        v.finish()?;
+        let entry = crate::time::stop(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::StopTimerResponse { entry: Some(entry_to_proto(&entry)) }))
+    }
+
+    async fn get_running_timer(
+        &self,
+        request: Request<proto::GetRunningTimerRequest>,
+    ) -> Result<Response<proto::GetRunningTimerResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let entry = crate::time::running(&self.db, &ctx).await?;
+        Ok(Response::new(proto::GetRunningTimerResponse { entry: entry.as_ref().map(entry_to_proto) }))
+    }
+
+    async fn create_time_entry(
+        &self,
+        request: Request<proto::CreateTimeEntryRequest>,
+    ) -> Result<Response<proto::CreateTimeEntryResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let task_id = task::optional_id(&mut v, "task_id", &r.task_id);
+        let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
+        let started_at = r.started_at.as_ref().and_then(from_timestamp);
+        if started_at.is_none() {
+            v.add("started_at", "is required");
+        }
+        let ended_at = r.ended_at.as_ref().and_then(from_timestamp);
+        let times = started_at.map(|s| crate::time::manual_times(s, ended_at, r.duration_seconds, chrono::Utc::now()));
+        let ended = match times {
+            Some(Ok((ended, _))) => Some(ended),
+            Some(Err((field, message))) => {
+                v.add(field, message);
+                None
+            }
+            None => None,
+        };
+        v.finish()?;
+        let (Some(started_at), Some(ended_at)) = (started_at, ended) else {
+            return Err(trellis_kit::Error::validation("started_at", "is required").into());
+        };
+        let entry = crate::time::ManualEntry {
+            task_id,
+            started_at,
+            ended_at,
+            description,
+            billable: r.billable.unwrap_or(true),
+        };
+        let row = crate::time::create_manual(&self.db, self.access.as_ref(), &ctx, entry).await?;
+        Ok(Response::new(proto::CreateTimeEntryResponse { entry: Some(entry_to_proto(&row)) }))
+    }
+
+    async fn get_time_report(
+        &self,
+        request: Request<proto::GetTimeReportRequest>,
+    ) -> Result<Response<proto::GetTimeReportResponse>, GrpcStatus> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let from = r.from.as_ref().and_then(from_timestamp);
+        let to = r.to.as_ref().and_then(from_timestamp);
+        if from.is_none() {
+            v.add("from", "is required");
+        }
+        if to.is_none() {
+            v.add("to", "is required");
+        }
+        if let (Some(f), Some(t)) = (from, to)
+            && (t <= f || t - f > chrono::Duration::days(366))
+        {
+            v.add("to", "must be after from, at most 366 days later");
+        }
+        let group_by = match r.group_by.trim() {
+            "" | "user" => crate::time::GroupBy::User,
+            "task" => crate::time::GroupBy::Task,
+            "board" => crate::time::GroupBy::Board,
+            _ => {
+                v.add("group_by", "must be user, task or board");
+                crate::time::GroupBy::User
+            }
+        };
+        let task_id = task::optional_id(&mut v, "task_id", &r.task_id);
+        let user_id = match r.user_id.trim() {
+            "me" => Some(ctx.user_id()?),
+            raw => task::optional_id(&mut v, "user_id", raw),
+        };
+        v.finish()?;
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(trellis_kit::Error::validation("from", "is required").into());
+        };
+        let rows = crate::time::report(&self.db, &ctx, from, to, group_by, task_id, user_id).await?;
+        let groups: Vec<proto::TimeReportGroup> = rows
+            .iter()
+            .map(|g| proto::TimeReportGroup {
+                key: id_string(g.key),
+                total_seconds: g.total_seconds,
+                billable_seconds: g.billable_seconds,
+                entry_count: i32::try_from(g.entry_count).unwrap_or(i32::MAX),
+            })
+            .collect();
+        Ok(Response::new(proto::GetTimeReportResponse {
+            total_seconds: groups.iter().map(|g| g.total_seconds).sum(),
+            billable_seconds: groups.iter().map(|g| g.billable_seconds).sum(),
+            entry_count: groups.iter().map(|g| g.entry_count).sum(),
+            groups,
+        }))
     }
 }

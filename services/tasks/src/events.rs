@@ -134,6 +134,248 @@ pub async fn task_unassigned(
     events::stage(tx, ctx, TASK_UPDATED, &unassigned(task, watcher_ids, previous)).await
 }
 
+/// Routing key of [`proto::TaskStatusChanged`].
+pub const TASK_STATUS_CHANGED: &str = "tasks.task.status_changed";
+/// Routing key of [`proto::TaskCompleted`].
+pub const TASK_COMPLETED: &str = "tasks.task.completed";
+/// Routing key of [`proto::TaskDeleted`].
+pub const TASK_DELETED: &str = "tasks.task.deleted";
+/// Routing key of [`proto::TaskRestored`].
+pub const TASK_RESTORED: &str = "tasks.task.restored";
+/// Routing key of [`proto::TaskBlocked`].
+pub const TASK_BLOCKED: &str = "tasks.task.blocked";
+/// Routing key of [`proto::TaskUnblocked`].
+pub const TASK_UNBLOCKED: &str = "tasks.task.unblocked";
+/// Routing keys of [`proto::BoardChanged`].
+pub const BOARD_CREATED: &str = "tasks.board.created";
+/// Board updated (fields, columns, archive state).
+pub const BOARD_UPDATED: &str = "tasks.board.updated";
+/// Board moved to the trash with its tasks.
+pub const BOARD_DELETED: &str = "tasks.board.deleted";
+/// Board restored from the trash.
+pub const BOARD_RESTORED: &str = "tasks.board.restored";
+
+/// The fields every task event carries.
+struct Common {
+    task_id: String,
+    board_id: String,
+    key: String,
+    title: String,
+    parent_id: String,
+    assignee_id: String,
+    creator_id: String,
+    watcher_ids: Vec<String>,
+}
+
+fn common(task: &TaskRow, watcher_ids: &[Uuid]) -> Common {
+    Common {
+        task_id: task.id.to_string(),
+        board_id: task.board_id.to_string(),
+        key: task.key(),
+        title: task.title.clone(),
+        parent_id: id(task.parent_id),
+        assignee_id: id(task.assignee_id),
+        creator_id: id(task.created_by),
+        watcher_ids: ids(watcher_ids),
+    }
+}
+
+macro_rules! task_event {
+    ($ty:ident, $task:expr, $watchers:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let c = common($task, $watchers);
+        proto::$ty {
+            task_id: c.task_id,
+            board_id: c.board_id,
+            key: c.key,
+            title: c.title,
+            parent_id: c.parent_id,
+            assignee_id: c.assignee_id,
+            creator_id: c.creator_id,
+            watcher_ids: c.watcher_ids,
+            cause: None,
+            $($field: $value),*
+        }
+    }};
+}
+
+fn json_value(value: &serde_json::Value) -> prost_types::Value {
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(prost_types::NullValue::NullValue as i32),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        other => Kind::StringValue(other.to_string()),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// Stages `tasks.task.updated` with `changes` = field → (from, to) as JSON values.
+pub async fn task_updated(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    changes: &[(String, serde_json::Value, serde_json::Value)],
+) -> Result<Uuid> {
+    let payload = task_event!(TaskUpdated, task, watcher_ids, {
+        changed_fields: changes.iter().map(|(f, _, _)| f.clone()).collect(),
+        changes: changes
+            .iter()
+            .map(|(f, from, to)| {
+                (f.clone(), proto::FieldChange { from: Some(json_value(from)), to: Some(json_value(to)) })
+            })
+            .collect(),
+    });
+    events::stage(tx, ctx, TASK_UPDATED, &payload).await
+}
+
+/// Stages `tasks.task.status_changed`.
+pub async fn task_status_changed(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    before: &TaskRow,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+) -> Result<Uuid> {
+    let payload = task_event!(TaskStatusChanged, task, watcher_ids, {
+        from_status: status(before),
+        to_status: status(task),
+        from_column_id: before.column_id.to_string(),
+        to_column_id: task.column_id.to_string(),
+    });
+    events::stage(tx, ctx, TASK_STATUS_CHANGED, &payload).await
+}
+
+/// Stages `tasks.task.completed`.
+pub async fn task_completed(tx: &mut Tx, ctx: &RequestContext, task: &TaskRow, watcher_ids: &[Uuid]) -> Result<Uuid> {
+    let payload = task_event!(TaskCompleted, task, watcher_ids, {
+        completed_by: id(task.completed_by),
+        completed_at: timestamp(task.completed_at),
+        tracked_seconds: task.tracked_seconds,
+    });
+    events::stage(tx, ctx, TASK_COMPLETED, &payload).await
+}
+
+/// Stages `tasks.task.deleted` (`restored = false`) or `tasks.task.restored`.
+pub async fn task_trash(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    batch: Uuid,
+    descendants: usize,
+    restored: bool,
+) -> Result<Uuid> {
+    let count = i32::try_from(descendants).unwrap_or(i32::MAX);
+    if restored {
+        let payload = task_event!(TaskRestored, task, watcher_ids, {
+            delete_batch_id: batch.to_string(),
+            descendant_count: count,
+        });
+        events::stage(tx, ctx, TASK_RESTORED, &payload).await
+    } else {
+        let payload = task_event!(TaskDeleted, task, watcher_ids, {
+            delete_batch_id: batch.to_string(),
+            descendant_count: count,
+        });
+        events::stage(tx, ctx, TASK_DELETED, &payload).await
+    }
+}
+
+/// Stages `tasks.task.blocked` (`blocked = true`) or `tasks.task.unblocked` naming `blockers`.
+pub async fn task_blocking(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    blockers: &[Uuid],
+    blocked: bool,
+) -> Result<Uuid> {
+    if blocked {
+        let payload = task_event!(TaskBlocked, task, watcher_ids, { blocker_ids: ids(blockers) });
+        events::stage(tx, ctx, TASK_BLOCKED, &payload).await
+    } else {
+        let payload = task_event!(TaskUnblocked, task, watcher_ids, { blocker_ids: ids(blockers) });
+        events::stage(tx, ctx, TASK_UNBLOCKED, &payload).await
+    }
+}
+
+/// Routing key of [`proto::TaskChecklistCompleted`].
+pub const TASK_CHECKLIST_COMPLETED: &str = "tasks.task.checklist_completed";
+
+/// Stages `tasks.task.checklist_completed`.
+pub async fn checklist_completed(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    checklist: &crate::store::ChecklistRow,
+    item_count: usize,
+) -> Result<Uuid> {
+    let payload = task_event!(TaskChecklistCompleted, task, watcher_ids, {
+        checklist_id: checklist.id.to_string(),
+        checklist_title: checklist.title.clone(),
+        item_count: i32::try_from(item_count).unwrap_or(i32::MAX),
+    });
+    events::stage(tx, ctx, TASK_CHECKLIST_COMPLETED, &payload).await
+}
+
+/// Routing key of a timer start.
+pub const TIMER_STARTED: &str = "tasks.timer.started";
+/// Routing key of a timer stop.
+pub const TIMER_STOPPED: &str = "tasks.timer.stopped";
+/// Routing key of a manual entry.
+pub const TIME_ENTRY_CREATED: &str = "tasks.time_entry.created";
+
+/// Stages `tasks.timer.started` / `tasks.timer.stopped`.
+pub async fn timer(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    routing_key: &str,
+    entry: &crate::store::TimeEntryRow,
+) -> Result<Uuid> {
+    let payload = proto::TimerChanged {
+        entry_id: entry.id.to_string(),
+        user_id: entry.user_id.to_string(),
+        task_id: id(entry.task_id),
+        started_at: timestamp(Some(entry.started_at)),
+        duration_seconds: entry.duration_seconds.unwrap_or_default(),
+        auto_stopped: entry.auto_stopped,
+    };
+    events::stage(tx, ctx, routing_key, &payload).await
+}
+
+/// Stages `tasks.time_entry.created`.
+pub async fn time_entry_created(tx: &mut Tx, ctx: &RequestContext, entry: &crate::store::TimeEntryRow) -> Result<Uuid> {
+    let payload = proto::TimeEntryChanged {
+        entry_id: entry.id.to_string(),
+        user_id: entry.user_id.to_string(),
+        task_id: id(entry.task_id),
+        board_id: id(entry.board_id),
+        duration_seconds: entry.duration_seconds.unwrap_or_default(),
+        billable: entry.billable,
+        source: entry.source.clone(),
+    };
+    events::stage(tx, ctx, TIME_ENTRY_CREATED, &payload).await
+}
+
+/// Stages a board event (`routing_key` one of the BOARD_* keys).
+pub async fn board_changed(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    routing_key: &str,
+    board: &crate::store::BoardRow,
+    changed_fields: &[&str],
+) -> Result<Uuid> {
+    let payload = proto::BoardChanged {
+        board_id: board.id.to_string(),
+        name: board.name.clone(),
+        key: board.key.clone(),
+        changed_fields: changed_fields.iter().map(|f| (*f).to_string()).collect(),
+    };
+    events::stage(tx, ctx, routing_key, &payload).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +403,16 @@ mod tests {
             started_at: None,
             completed_at: None,
             watcher_count: 2,
+            resolution_notes: String::new(),
+            estimate_minutes: None,
+            deleted_at: None,
+            delete_batch_id: None,
+            is_blocked: false,
+            completion_blocked: false,
+            enforce_wip_limits: false,
+            enforce_dependencies: false,
+            completed_by: None,
+            tracked_seconds: 0,
             version: 1,
             created_at: now,
             updated_at: now,

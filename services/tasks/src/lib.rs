@@ -1,40 +1,54 @@
-//! Tasks: boards with ordered columns, and the tasks on them.
+//! Tasks: boards with ordered columns, the tasks on them, and the dependencies between tasks.
 //!
-//! Today the service creates, reads, lists and assigns tasks (on the organization's default
-//! board, created on first use) and publishes `tasks.task.created`, `tasks.task.assigned` and
-//! `tasks.task.updated`. Boards, checklists, dependencies, time tracking and automations follow
-//! the same shape.
+//! The service serves `TaskService` (create, get, list, assign, update, move, complete, delete and
+//! restore tasks; add, remove and list dependencies) and `BoardService` (create, list, get,
+//! update, configure columns, archive, delete and restore boards), and publishes every change
+//! through the outbox (`tasks.task.*`, `tasks.board.*`).
 //!
 //! # Layout
-//! - [`api`]: gRPC handlers (`trellis.tasks.v1.TaskService`); translate proto <-> domain and call
-//!   one operation of the domain. No SQL here.
-//! - [`task`]: task rules (placement, text limits) and the operations (create, get, list,
-//!   assign), each in one tenant transaction.
-//! - [`board`]: the default board and its columns; [`position`]: fractional ordering keys.
+//! - [`api`]: gRPC handlers; translate proto <-> domain (update masks included) and call one
+//!   operation of the domain. No SQL here.
+//! - [`task`]: task rules (placement, text limits) and operations; [`task::change`] is the one
+//!   path every change takes (status ↔ column, WIP limits, enforced dependencies, events,
+//!   blocked/unblocked transitions of dependents).
+//! - [`board`]: default columns, keys; [`board::ops`] the board operations.
+//! - [`checklist`]: checklists and items, and when a checklist completes.
+//! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
+//! - [`position`]: fractional ordering keys (`after`, `between`).
+//! - [`time`]: timers (one running per user), manual entries, reports.
+//! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
 //! - [`events`]: the payloads this service publishes, staged in the outbox with the change.
 //! - [`error`]: [`error::TaskError`] and the reason → gRPC code table.
 //!
-//! A request to assign a task flows: `api::TaskApi::assign_task` (validates the ids and the note)
-//! → `task::assign` (locks the task, changes the assignee, adds a watcher, stages
-//! `tasks.task.assigned`) → `store` queries → commit → kit's relay publishes the event.
-//!
-//! Authorization is not checked beyond the organization yet: see [`task`] for the permission
-//! checks that arrive with the permissions service.
+//! A request to move a task flows: `api::TaskApi::move_task` (validates ids and the position)
+//! → `access::Access::task(.., Edit)` → `task::change::move_task` (locks the task, finds a key
+//! between the neighbours or re-keys the column) → `task::change::save` (status from the column,
+//! WIP limit, enforced dependencies, write, `tasks.task.status_changed`, unblocked dependents)
+//! → commit → kit's relay publishes the events.
 //!
 //! Schema: `migrations/` (schema `tasks`, RLS on every table).
 
+pub mod access;
 pub mod api;
 pub mod board;
+pub mod checklist;
+pub mod dependency;
 pub mod error;
 pub mod events;
 pub mod position;
 pub mod store;
 pub mod task;
+pub mod time;
 
+use std::sync::Arc;
 use trellis_kit::paging::PageTokens;
 use trellis_kit::{Module, Service};
+
+use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
+use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskServiceServer;
+use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -43,8 +57,14 @@ pub fn module() -> Module {
     Module::new("tasks", &MIGRATOR, |runtime| {
         Box::pin(async move {
             let tokens = PageTokens::new(runtime.config.cell_secret.as_bytes());
-            let api = api::TaskApi::new(runtime.db.clone(), tokens);
-            Ok(Service::new().grpc(TaskServiceServer::new(api)))
+            // The one place to swap in the permissions-service implementation of `Access`.
+            let access = Arc::new(access::OrgMembership);
+            let api = api::TaskApi::new(runtime.db.clone(), tokens, access);
+            Ok(Service::new()
+                .grpc(TaskServiceServer::new(api.clone()))
+                .grpc(BoardServiceServer::new(api.clone()))
+                .grpc(ChecklistServiceServer::new(api.clone()))
+                .grpc(TimeServiceServer::new(api)))
         })
     })
 }

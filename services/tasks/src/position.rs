@@ -34,6 +34,58 @@ pub fn sequence(count: usize) -> Vec<String> {
     keys
 }
 
+/// Longest key the server keeps; a longer one makes it re-key the column (Rule 5).
+pub const MAX_LEN: usize = 50;
+
+/// A key strictly between `lo` and `hi` (bytewise), where `None` is the open end of the list.
+/// `None` when no such key exists (`lo >= hi`, `hi` is `lo` followed by zero digits, or a key
+/// holds a character outside the alphabet): the caller then re-keys the list.
+pub fn between(lo: Option<&str>, hi: Option<&str>) -> Option<String> {
+    let a = digits_of(lo.unwrap_or(""))?;
+    let b = match hi {
+        Some(hi) => Some(digits_of(hi)?),
+        None => None,
+    };
+    let mid = midpoint(&a, b.as_deref())?;
+    String::from_utf8(mid.into_iter().map(|d| DIGITS[usize::from(d)]).collect()).ok()
+}
+
+fn digits_of(key: &str) -> Option<Vec<u8>> {
+    key.bytes().map(|b| digit_value(b).and_then(|v| u8::try_from(v).ok())).collect()
+}
+
+/// Digit strings: a value strictly between `a` (missing digits count as 0) and `b` (`None` =
+/// past every key) that never ends in the zero digit, so there is always room below it.
+fn midpoint(a: &[u8], b: Option<&[u8]>) -> Option<Vec<u8>> {
+    if let Some(b) = b {
+        let mut n = 0;
+        while n < b.len() && a.get(n).copied().unwrap_or(0) == b[n] {
+            n += 1;
+        }
+        if n == b.len() {
+            // `b` equals `a` padded with zeros (or is a prefix of it): nothing lies between.
+            return None;
+        }
+        if n > 0 {
+            let rest = midpoint(a.get(n..).unwrap_or(&[]), Some(&b[n..]))?;
+            return Some([&b[..n], rest.as_slice()].concat());
+        }
+    }
+    let da = a.first().copied().unwrap_or(0);
+    let db = b.map_or(DIGITS.len() as u8, |b| b[0]);
+    if da >= db {
+        return None;
+    }
+    if db - da > 1 {
+        return Some(vec![da + (db - da) / 2]);
+    }
+    if let Some(b) = b.filter(|b| b.len() > 1) {
+        return Some(vec![b[0]]);
+    }
+    let rest = midpoint(a.get(1..).unwrap_or(&[]), None)?;
+    Some([&[da][..], rest.as_slice()].concat())
+}
+
 fn digit_value(d: u8) -> Option<usize> {
     DIGITS.iter().position(|&x| x == d)
 }
@@ -112,6 +164,76 @@ mod tests {
             let next = after(Some(&key));
             prop_assert!(next.as_bytes() > key.as_bytes());
             prop_assert!(next.bytes().all(|b| b.is_ascii_alphanumeric()));
+        }
+    }
+
+    #[test]
+    fn between_finds_a_key_strictly_inside() {
+        assert_eq!(between(Some("a0"), Some("a1")).as_deref(), Some("a0V"));
+        let k = between(None, Some("a0")).unwrap_or_default();
+        assert!(k.as_str() < "a0" && !k.is_empty());
+        let k = between(Some("a0"), None).unwrap_or_default();
+        assert!(k.as_str() > "a0");
+        assert_eq!(between(Some("a1"), Some("a0")), None, "reversed bounds");
+        assert_eq!(between(Some("a1"), Some("a1")), None, "equal bounds");
+        assert_eq!(between(Some("a"), Some("a0")), None, "nothing between a key and its zero extension");
+        assert_eq!(between(Some("a-"), None), None, "foreign characters");
+    }
+
+    /// Applies "move item `item` to index `to`" on an ordered list of (item, key) the way the
+    /// server does: the new key between the neighbours, or an even re-key when there is none or
+    /// it grows past MAX_LEN.
+    fn apply_move(list: &mut Vec<(u32, String)>, item: u32, to: usize) {
+        list.retain(|(i, _)| *i != item);
+        let to = to.min(list.len());
+        let lo = to.checked_sub(1).map(|i| list[i].1.clone());
+        let hi = list.get(to).map(|(_, k)| k.clone());
+        match between(lo.as_deref(), hi.as_deref()).filter(|k| k.len() <= MAX_LEN) {
+            Some(key) => list.insert(to, (item, key)),
+            None => {
+                list.insert(to, (item, String::new()));
+                let fresh_keys = sequence(list.len());
+                for ((_, key), fresh) in list.iter_mut().zip(fresh_keys) {
+                    *key = fresh;
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_sequence_of_moves_yields_exactly_the_requested_order(
+            n in 1u32..30,
+            moves in proptest::collection::vec((0u32..30, 0usize..31), 0..300),
+        ) {
+            let mut list: Vec<(u32, String)> = (0..n).zip(sequence(n as usize)).collect();
+            let mut expected: Vec<u32> = (0..n).collect();
+            for (item, to) in moves {
+                let item = item % n;
+                apply_move(&mut list, item, to);
+                expected.retain(|i| *i != item);
+                expected.insert(to.min(expected.len()), item);
+                // The keys alone, sorted bytewise, give the requested order.
+                let mut by_key = list.clone();
+                by_key.sort_by(|x, y| x.1.as_bytes().cmp(y.1.as_bytes()));
+                let order: Vec<u32> = by_key.iter().map(|(i, _)| *i).collect();
+                prop_assert_eq!(&order, &expected);
+                let distinct: std::collections::HashSet<&String> = list.iter().map(|(_, k)| k).collect();
+                prop_assert_eq!(distinct.len(), list.len(), "keys are distinct");
+                prop_assert!(list.iter().all(|(_, k)| k.len() <= MAX_LEN && !k.is_empty()));
+            }
+        }
+
+        #[test]
+        fn repeated_inserts_at_the_front_stay_ordered(count in 1usize..200) {
+            let mut first = "a0".to_string();
+            for _ in 0..count {
+                let next = between(None, Some(&first));
+                prop_assert!(next.is_some());
+                let next = next.unwrap_or_default();
+                prop_assert!(next.as_bytes() < first.as_bytes());
+                first = next;
+            }
         }
     }
 }

@@ -3,11 +3,8 @@
 //! Each operation runs in one tenant transaction: the change, its watchers and its events commit
 //! together or not at all. Placement and text rules are pure functions, unit tested below.
 //!
-//! Authorization: today every member of the token's organization may read, create and assign
-//! the organization's tasks, and Row-Level Security keeps other organizations out. The checks of
-//! the spec's Permissions section (`board#edit`, `task#view`, `task#assign`, and assignees that
-//! must be able to view the board, `ASSIGNEE_NO_ACCESS`) call the permissions service, which
-//! does not exist yet; they belong in these functions, before the transaction writes anything.
+//! Authorization: each operation first asks [`crate::access::Access`] (`board#edit`,
+//! `task#view`, `task#assign`, ...), before its transaction writes anything.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +15,7 @@ use trellis_kit::{RequestContext, Result};
 use trellis_proto::trellis::tasks::v1 as proto;
 use uuid::Uuid;
 
+use crate::access::{Access, BoardPermission, TaskPermission};
 use crate::board::{DEFAULT_BOARD_KEY, DEFAULT_BOARD_NAME, DEFAULT_COLUMNS};
 use crate::error::TaskError;
 use crate::store::{self, Column, TaskRow, TaskSelection, WatcherRow};
@@ -236,7 +234,12 @@ pub struct NewTask {
     pub priority: Priority,
     /// Initial assignee.
     pub assignee_id: Option<Uuid>,
+    /// The parent, for CreateSubtask (its board is used).
+    pub parent_id: Option<Uuid>,
 }
+
+/// Deepest nesting level (depth 0-9, Rule 7).
+pub const MAX_DEPTH: i16 = 9;
 
 /// A task with its watchers.
 #[derive(Debug, Clone)]
@@ -249,7 +252,31 @@ pub struct TaskDetail {
 
 /// Creates a task (spec CreateTask, Rule 35) and stages `tasks.task.created` (and
 /// `tasks.task.assigned` when it has an assignee).
-pub async fn create(db: &Db, ctx: &RequestContext, new: NewTask) -> Result<TaskDetail> {
+pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new: NewTask) -> Result<TaskDetail> {
+    let mut depth = 0i16;
+    if let Some(parent_id) = new.parent_id {
+        access.task(ctx, parent_id, TaskPermission::View).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let parent = store::task(&mut tx, parent_id).await?.ok_or(TaskError::TaskNotFound)?;
+        tx.commit().await?;
+        depth = parent.depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(trellis_kit::Error::invalid_argument("MAX_DEPTH", "Subtasks nest at most 10 levels")
+                .with_field("task_id", "is at the deepest level"));
+        }
+        new.board_id = Some(parent.board_id);
+    }
+    match new.board_id {
+        Some(board_id) => access.board(ctx, board_id, BoardPermission::Edit).await?,
+        // The default board: writing to it is open to every contributor of the organization.
+        None => access.create_board(ctx).await?,
+    }
+    if let (Some(assignee), Some(board_id)) = (new.assignee_id, new.board_id)
+        && !access.user_can_view_board(ctx, assignee, board_id).await?
+    {
+        return Err(trellis_kit::Error::invalid_argument("ASSIGNEE_NO_ACCESS", "The assignee cannot view the board")
+            .with_field("assignee_id", "cannot view the board"));
+    }
     let org_id = ctx.org_id()?;
     let mut tx = db.tenant_tx(ctx).await?;
     let board_id = match new.board_id {
@@ -284,6 +311,8 @@ pub async fn create(db: &Db, ctx: &RequestContext, new: NewTask) -> Result<TaskD
             // Entering done records the acting user; in_progress and done set their times.
             completed_by: ctx.user_id_opt(),
             position: position::after(last.as_deref()),
+            parent_id: new.parent_id,
+            depth,
         },
     )
     .await?;
@@ -333,7 +362,8 @@ fn creator_id(ctx: &RequestContext) -> Option<Uuid> {
 }
 
 /// A live task with its watchers; another organization's task is NOT_FOUND.
-pub async fn get(db: &Db, ctx: &RequestContext, task_id: Uuid) -> Result<TaskDetail> {
+pub async fn get(db: &Db, access: &dyn Access, ctx: &RequestContext, task_id: Uuid) -> Result<TaskDetail> {
+    access.task(ctx, task_id, TaskPermission::View).await?;
     let mut tx = db.tenant_tx(ctx).await?;
     let task = store::task(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
     let watchers = store::watchers(&mut tx, task_id).await?;
@@ -348,6 +378,14 @@ pub struct ListQuery {
     pub board_id: Option<Uuid>,
     /// Only this assignee (already resolved from `me`).
     pub assignee_id: Option<Uuid>,
+    /// Only these statuses.
+    pub statuses: Vec<Status>,
+    /// Only these priorities.
+    pub priorities: Vec<Priority>,
+    /// Only direct subtasks of this task.
+    pub parent_id: Option<Uuid>,
+    /// Subtasks too.
+    pub include_subtasks: bool,
     /// Normalised page size.
     pub page_size: u32,
     /// The caller's page token.
@@ -376,9 +414,20 @@ struct Cursor {
 pub async fn list(db: &Db, ctx: &RequestContext, tokens: &PageTokens, query: ListQuery) -> Result<Page> {
     let board = query.board_id.map(|b| b.to_string()).unwrap_or_default();
     let assignee = query.assignee_id.map(|a| a.to_string()).unwrap_or_default();
-    let hash = PageTokens::query_hash(&["tasks.ListTasks", &board, &assignee]);
+    let statuses: Vec<String> = query.statuses.iter().map(|s| s.as_str().to_string()).collect();
+    let priorities: Vec<String> = query.priorities.iter().map(|p| p.as_str().to_string()).collect();
+    let parent = query.parent_id.map(|p| p.to_string()).unwrap_or_default();
+    let hash = PageTokens::query_hash(&[
+        "tasks.ListTasks",
+        &board,
+        &assignee,
+        &statuses.join(","),
+        &priorities.join(","),
+        &parent,
+        if query.include_subtasks { "1" } else { "0" },
+    ]);
     let cursor: Option<Cursor> = tokens.decode(&hash, &query.page_token)?;
-    let selection = TaskSelection { board_id: query.board_id, assignee_id: query.assignee_id };
+    let selection = selection_of(&query);
     let mut tx = db.tenant_tx(ctx).await?;
     let mut tasks =
         store::tasks_page(&mut tx, &selection, cursor.map(|c| (c.created_at, c.id)), i64::from(query.page_size) + 1)
@@ -394,16 +443,69 @@ pub async fn list(db: &Db, ctx: &RequestContext, tokens: &PageTokens, query: Lis
     Ok(Page { tasks, next_page_token, total_size })
 }
 
+fn selection_of(query: &ListQuery) -> TaskSelection {
+    TaskSelection {
+        board_id: query.board_id,
+        assignee_id: query.assignee_id,
+        statuses: query.statuses.iter().map(|s| s.as_str().to_string()).collect(),
+        priorities: query.priorities.iter().map(|p| p.as_str().to_string()).collect(),
+        parent_id: query.parent_id,
+        include_subtasks: query.include_subtasks,
+    }
+}
+
+/// One column of the kanban view.
+#[derive(Debug, Clone)]
+pub struct KanbanGroup {
+    /// The column with its live top-level task count.
+    pub column: store::ColumnRow,
+    /// Its first tasks by position.
+    pub tasks: Vec<TaskRow>,
+    /// How many tasks of the filter it holds.
+    pub total_size: i64,
+    /// More live top-level tasks than its WIP limit.
+    pub over_wip_limit: bool,
+}
+
+/// The kanban view of a board: its columns in order, each with its first `page_size` tasks.
+pub async fn kanban(db: &Db, access: &dyn Access, ctx: &RequestContext, query: ListQuery) -> Result<Vec<KanbanGroup>> {
+    let Some(board_id) = query.board_id else {
+        return Err(trellis_kit::Error::validation("board_id", "is required for the kanban view"));
+    };
+    access.board(ctx, board_id, BoardPermission::View).await?;
+    let selection = selection_of(&query);
+    let mut tx = db.tenant_tx(ctx).await?;
+    store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+    let columns = store::column_rows(&mut tx, board_id).await?;
+    let mut groups = Vec::with_capacity(columns.len());
+    for column in columns {
+        let (tasks, total_size) = store::kanban_column(
+            &mut tx,
+            &selection,
+            column.id,
+            column.status == "cancelled",
+            i64::from(query.page_size),
+        )
+        .await?;
+        let over_wip_limit = column.wip_limit.is_some_and(|limit| column.task_count > i64::from(limit));
+        groups.push(KanbanGroup { column, tasks, total_size, over_wip_limit });
+    }
+    tx.commit().await?;
+    Ok(groups)
+}
+
 /// Assigns (or, with `None`, unassigns) a task. The new assignee becomes a watcher. Stages
 /// `tasks.task.assigned`, or `tasks.task.updated` for an unassignment; an assignment that changes
 /// nothing writes and publishes nothing.
 pub async fn assign(
     db: &Db,
+    access: &dyn Access,
     ctx: &RequestContext,
     task_id: Uuid,
     assignee_id: Option<Uuid>,
     note: &str,
 ) -> Result<TaskRow> {
+    access.task(ctx, task_id, TaskPermission::Assign).await?;
     let org_id = ctx.org_id()?;
     let mut tx = db.tenant_tx(ctx).await?;
     let current = store::task_for_update(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
@@ -433,6 +535,36 @@ pub async fn assign(
     tx.commit().await?;
     tracing::info!(task_id = %task_id, assignee_id = ?assignee_id, "task assignee changed");
     Ok(task)
+}
+
+/// Adds (`watch = true`) or removes a watcher, idempotently (spec AddWatcher / RemoveWatcher):
+/// oneself needs `task#view`, another user `task#edit`, and a new watcher must be able to view
+/// the board (`WATCHER_NO_ACCESS`). Returns the watchers after the change.
+pub async fn set_watcher(
+    db: &Db,
+    access: &dyn Access,
+    ctx: &RequestContext,
+    task_id: Uuid,
+    user_id: Uuid,
+    watch: bool,
+) -> Result<Vec<WatcherRow>> {
+    let permission = if ctx.user_id_opt() == Some(user_id) { TaskPermission::View } else { TaskPermission::Edit };
+    access.task(ctx, task_id, permission).await?;
+    let org_id = ctx.org_id()?;
+    let mut tx = db.tenant_tx(ctx).await?;
+    let task = store::task_for_update(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+    if watch {
+        if !access.user_can_view_board(ctx, user_id, task.board_id).await? {
+            return Err(trellis_kit::Error::invalid_argument("WATCHER_NO_ACCESS", "The user cannot view the board")
+                .with_field("user_id", "cannot view the board"));
+        }
+        store::add_watcher(&mut tx, org_id, task_id, user_id, "manual").await?;
+    } else {
+        store::remove_watcher(&mut tx, task_id, user_id).await?;
+    }
+    let watchers = store::watchers(&mut tx, task_id).await?;
+    tx.commit().await?;
+    Ok(watchers)
 }
 
 #[cfg(test)]
@@ -519,5 +651,459 @@ mod tests {
         }
         assert_eq!(Priority::from_proto(0).ok(), Some(Priority::Medium));
         assert!(Priority::from_proto(-3).is_err());
+    }
+}
+
+/// Changing tasks: update, move, complete, delete, restore. Every path goes through [`save`],
+/// so the status/column rules, WIP limits, enforced dependencies and events hold alike.
+pub mod change {
+    use std::collections::HashMap;
+
+    use chrono::{DateTime, Utc};
+    use serde_json::{Value, json};
+    use trellis_kit::db::{Db, Tx};
+    use trellis_kit::{Error, RequestContext, Result};
+    use uuid::Uuid;
+
+    use super::{Priority, Status};
+    use crate::access::{Access, TaskPermission};
+    use crate::error::TaskError;
+    use crate::store::{self, TaskRow};
+    use crate::{events, position};
+
+    /// The result of a change.
+    #[derive(Debug, Clone)]
+    pub struct Saved {
+        /// The task after the change.
+        pub task: TaskRow,
+        /// Its column holds more live top-level tasks than its WIP limit.
+        pub wip_exceeded: bool,
+        /// Tasks the change unblocked.
+        pub unblocked: Vec<TaskRow>,
+    }
+
+    /// The fields of an UpdateTask, each `Some` when named in the update mask.
+    #[derive(Debug, Clone, Default)]
+    pub struct TaskChanges {
+        /// Title.
+        pub title: Option<String>,
+        /// Description.
+        pub description: Option<String>,
+        /// Status.
+        pub status: Option<Status>,
+        /// Priority.
+        pub priority: Option<Priority>,
+        /// Assignee.
+        pub assignee_id: Option<Option<Uuid>>,
+        /// Start date.
+        pub start_date: Option<Option<DateTime<Utc>>>,
+        /// Due date.
+        pub due_date: Option<Option<DateTime<Utc>>>,
+        /// Estimate.
+        pub estimate_minutes: Option<Option<i32>>,
+    }
+
+    async fn watcher_ids(tx: &mut Tx, task_id: Uuid) -> Result<Vec<Uuid>> {
+        Ok(store::watchers(tx, task_id).await?.iter().map(|w| w.user_id).collect())
+    }
+
+    /// For each task in `ids`: its unsatisfied start-blocking blockers (empty = not blocked).
+    pub async fn blocking(tx: &mut Tx, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<Uuid>>> {
+        let mut map: HashMap<Uuid, Vec<Uuid>> = ids.iter().map(|id| (*id, Vec::new())).collect();
+        for (task, blocker) in store::unsatisfied_start_blockers(tx, ids).await? {
+            map.entry(task).or_default().push(blocker);
+        }
+        Ok(map)
+    }
+
+    /// Stages `tasks.task.blocked` / `unblocked` for every task of `before` whose blocked state
+    /// flipped (Rule 11); returns the tasks that became unblocked.
+    pub async fn emit_transitions(
+        tx: &mut Tx,
+        ctx: &RequestContext,
+        before: &HashMap<Uuid, Vec<Uuid>>,
+    ) -> Result<Vec<TaskRow>> {
+        let ids: Vec<Uuid> = before.keys().copied().collect();
+        let after = blocking(tx, &ids).await?;
+        let mut flipped: Vec<(Uuid, Vec<Uuid>, bool)> = Vec::new();
+        for (id, was) in before {
+            let now = after.get(id).cloned().unwrap_or_default();
+            match (was.is_empty(), now.is_empty()) {
+                (false, true) => flipped.push((*id, was.clone(), false)),
+                (true, false) => flipped.push((*id, now, true)),
+                _ => {}
+            }
+        }
+        let rows = store::tasks_by_ids(tx, &flipped.iter().map(|(id, _, _)| *id).collect::<Vec<_>>()).await?;
+        let mut unblocked = Vec::new();
+        for row in rows {
+            let Some((_, blockers, blocked)) = flipped.iter().find(|(id, _, _)| *id == row.id) else { continue };
+            let watchers = watcher_ids(tx, row.id).await?;
+            events::task_blocking(tx, ctx, &row, &watchers, blockers, *blocked).await?;
+            if !blocked {
+                unblocked.push(row);
+            }
+        }
+        Ok(unblocked)
+    }
+
+    fn date_json(d: Option<DateTime<Utc>>) -> Value {
+        d.map_or(Value::Null, |d| json!(d.to_rfc3339()))
+    }
+
+    fn id_json(id: Option<Uuid>) -> Value {
+        id.map_or(Value::Null, |id| json!(id.to_string()))
+    }
+
+    /// The `tasks.task.updated` changes between two states (status, column, position and a new
+    /// assignee have their own events).
+    pub fn field_changes(before: &TaskRow, after: &TaskRow) -> Vec<(String, Value, Value)> {
+        let mut out = Vec::new();
+        let mut push = |field: &str, from: Value, to: Value| {
+            if from != to {
+                out.push((field.to_string(), from, to));
+            }
+        };
+        push("title", json!(before.title), json!(after.title));
+        if before.description != after.description {
+            // Reported as changed, without its text.
+            out.push(("description".to_string(), Value::Null, Value::Null));
+        }
+        let mut push = |field: &str, from: Value, to: Value| {
+            if from != to {
+                out.push((field.to_string(), from, to));
+            }
+        };
+        push("priority", json!(before.priority), json!(after.priority));
+        push("start_date", date_json(before.start_date), date_json(after.start_date));
+        push("due_date", date_json(before.due_date), date_json(after.due_date));
+        push("estimate_minutes", json!(before.estimate_minutes), json!(after.estimate_minutes));
+        push("resolution_notes", json!(before.resolution_notes), json!(after.resolution_notes));
+        if after.assignee_id.is_none() {
+            push("assignee_id", id_json(before.assignee_id), Value::Null);
+        }
+        out
+    }
+
+    /// Writes `after` (a changed copy of the locked `before`) with every rule that applies to a
+    /// change, and stages its events.
+    pub async fn save(
+        tx: &mut Tx,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        before: &TaskRow,
+        mut after: TaskRow,
+    ) -> Result<Saved> {
+        let org_id = ctx.org_id()?;
+        if before.archived {
+            return Err(TaskError::BoardArchived.into());
+        }
+        let status_changed = before.status != after.status;
+        // Rule 2: a status change by another path than MoveTask keeps a matching column, else
+        // goes to the end of the first column mapped to the new status.
+        if status_changed && after.column_id == before.column_id {
+            let columns = store::board_columns(tx, after.board_id).await?;
+            let keeps = columns.iter().any(|c| c.id == after.column_id && c.status.as_str() == after.status);
+            if !keeps && let Some(target) = columns.iter().find(|c| c.status.as_str() == after.status) {
+                after.column_id = target.id;
+                let last = store::last_position(tx, after.board_id, target.id).await?;
+                after.position = position::after(last.as_deref());
+            }
+        }
+        // Rule 12: enforced dependencies.
+        if status_changed && after.enforce_dependencies {
+            if matches!(after.status.as_str(), "in_progress" | "in_review" | "done") {
+                let blockers = store::unsatisfied_blockers(tx, after.id, true).await?;
+                if !blockers.is_empty() {
+                    return Err(TaskError::DependencyUnsatisfied(blockers).into());
+                }
+            }
+            if after.status == "done" {
+                let blockers = store::unsatisfied_blockers(tx, after.id, false).await?;
+                if !blockers.is_empty() {
+                    return Err(TaskError::DependencyUnsatisfied(blockers).into());
+                }
+            }
+        }
+        // Rule 6: WIP limits count live top-level tasks; moving inside a column never trips them.
+        let mut wip_exceeded = false;
+        if after.column_id != before.column_id
+            && after.parent_id.is_none()
+            && let Some((_, Some(limit))) = store::column(tx, after.board_id, after.column_id).await?
+        {
+            let others = store::wip_count(tx, after.column_id, after.id).await?;
+            if others + 1 > i64::from(limit) {
+                if after.enforce_wip_limits {
+                    return Err(TaskError::WipLimitReached.into());
+                }
+                wip_exceeded = true;
+            }
+        }
+        if after.assignee_id != before.assignee_id
+            && let Some(assignee) = after.assignee_id
+        {
+            access.task(ctx, after.id, TaskPermission::Assign).await?;
+            if !access.user_can_view_board(ctx, assignee, after.board_id).await? {
+                return Err(Error::invalid_argument("ASSIGNEE_NO_ACCESS", "The assignee cannot view the board")
+                    .with_field("assignee_id", "cannot view the board"));
+            }
+        }
+        let unchanged = field_changes(before, &after).is_empty()
+            && !status_changed
+            && before.column_id == after.column_id
+            && before.position == after.position
+            && before.assignee_id == after.assignee_id;
+        if unchanged {
+            return Ok(Saved { task: before.clone(), wip_exceeded, unblocked: Vec::new() });
+        }
+        let dependents = if status_changed { store::dependents(tx, &[after.id]).await? } else { Vec::new() };
+        let blocked_before = blocking(tx, &dependents).await?;
+        after.completed_by = ctx.user_id_opt();
+        store::write_task(tx, &after).await?;
+        if let Some(assignee) = after.assignee_id.filter(|a| Some(*a) != before.assignee_id) {
+            store::add_watcher(tx, org_id, after.id, assignee, "assignee").await?;
+        }
+        let task = store::task(tx, after.id).await?.ok_or(TaskError::TaskNotFound)?;
+        let watchers = watcher_ids(tx, task.id).await?;
+        let changes = field_changes(before, &task);
+        if !changes.is_empty() {
+            events::task_updated(tx, ctx, &task, &watchers, &changes).await?;
+        }
+        if task.assignee_id.is_some() && task.assignee_id != before.assignee_id {
+            events::task_assigned(tx, ctx, &task, &watchers, before.assignee_id, "").await?;
+        }
+        if status_changed {
+            events::task_status_changed(tx, ctx, before, &task, &watchers).await?;
+            if task.status == "done" {
+                events::task_completed(tx, ctx, &task, &watchers).await?;
+            }
+        }
+        let unblocked = emit_transitions(tx, ctx, &blocked_before).await?;
+        Ok(Saved { task, wip_exceeded, unblocked })
+    }
+
+    async fn locked(tx: &mut Tx, task_id: Uuid, version: Option<i64>) -> Result<TaskRow> {
+        let task = store::task_for_update(tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+        if version.is_some_and(|v| v != task.version) {
+            return Err(TaskError::VersionMismatch.into());
+        }
+        Ok(task)
+    }
+
+    /// UpdateTask: applies the masked fields.
+    pub async fn update(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        task_id: Uuid,
+        changes: TaskChanges,
+        version: Option<i64>,
+    ) -> Result<TaskRow> {
+        access.task(ctx, task_id, TaskPermission::Edit).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let before = locked(&mut tx, task_id, version).await?;
+        let mut after = before.clone();
+        if let Some(v) = changes.title {
+            after.title = v;
+        }
+        if let Some(v) = changes.description {
+            after.description = v;
+        }
+        if let Some(v) = changes.status {
+            after.status = v.as_str().to_string();
+        }
+        if let Some(v) = changes.priority {
+            after.priority = v.as_str().to_string();
+        }
+        if let Some(v) = changes.assignee_id {
+            after.assignee_id = v;
+        }
+        if let Some(v) = changes.start_date {
+            after.start_date = v;
+        }
+        if let Some(v) = changes.due_date {
+            after.due_date = v;
+        }
+        if let Some(v) = changes.estimate_minutes {
+            after.estimate_minutes = v;
+        }
+        if let (Some(start), Some(due)) = (after.start_date, after.due_date)
+            && due < start
+        {
+            return Err(Error::validation("due_date", "must not be before start_date"));
+        }
+        let saved = save(&mut tx, access, ctx, &before, after).await?;
+        tx.commit().await?;
+        Ok(saved.task)
+    }
+
+    /// Where MoveTask places a task.
+    #[derive(Debug, Clone, Default)]
+    pub struct Placement {
+        /// Target column; `None` = the current one.
+        pub column_id: Option<Uuid>,
+        /// Right after this task.
+        pub after_task_id: Option<Uuid>,
+        /// Right before this task.
+        pub before_task_id: Option<Uuid>,
+        /// An explicit key.
+        pub position: Option<String>,
+    }
+
+    /// The key for a task placed between `lo` and `hi` of `order` (the column without the task);
+    /// when no short key exists the column is re-keyed evenly (Rule 5) and the task's key among
+    /// the new keys is returned.
+    async fn key_between(tx: &mut Tx, order: &[(Uuid, String)], task_id: Uuid, index: usize) -> Result<String> {
+        let lo = index.checked_sub(1).and_then(|i| order.get(i)).map(|(_, k)| k.as_str());
+        let hi = order.get(index).map(|(_, k)| k.as_str());
+        if let Some(key) = position::between(lo, hi).filter(|k| k.len() <= position::MAX_LEN) {
+            return Ok(key);
+        }
+        let mut ids: Vec<Uuid> = order.iter().map(|(id, _)| *id).collect();
+        ids.insert(index.min(ids.len()), task_id);
+        let mut mine = String::new();
+        for (id, key) in ids.iter().zip(position::sequence(ids.len())) {
+            if *id == task_id {
+                mine = key;
+            } else {
+                store::set_position(tx, *id, &key).await?;
+            }
+        }
+        tracing::info!(task_id = %task_id, "column re-keyed");
+        Ok(mine)
+    }
+
+    /// MoveTask: places the task in a column of its board and takes the column's status.
+    pub async fn move_task(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        task_id: Uuid,
+        placement: Placement,
+        version: Option<i64>,
+    ) -> Result<Saved> {
+        access.task(ctx, task_id, TaskPermission::Edit).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let before = locked(&mut tx, task_id, version).await?;
+        let column_id = placement.column_id.unwrap_or(before.column_id);
+        let (status, _) = store::column(&mut tx, before.board_id, column_id)
+            .await?
+            .ok_or_else(|| Error::validation("column_id", "is not a column of the task's board"))?;
+        let order: Vec<(Uuid, String)> =
+            store::column_order(&mut tx, column_id).await?.into_iter().filter(|(id, _)| *id != task_id).collect();
+        let index_of = |field: &str, id: Uuid| {
+            order
+                .iter()
+                .position(|(t, _)| *t == id)
+                .ok_or_else(|| Error::validation(field.to_string(), "is not a task of the target column"))
+        };
+        let position = match (placement.after_task_id, placement.before_task_id, placement.position) {
+            (Some(after), Some(before_id), _) => {
+                let a = index_of("after_task_id", after)?;
+                let b = index_of("before_task_id", before_id)?;
+                if a + 1 != b {
+                    return Err(Error::validation("before_task_id", "must directly follow after_task_id"));
+                }
+                key_between(&mut tx, &order, task_id, b).await?
+            }
+            (Some(after), None, _) => {
+                let a = index_of("after_task_id", after)?;
+                key_between(&mut tx, &order, task_id, a + 1).await?
+            }
+            (None, Some(before_id), _) => {
+                let b = index_of("before_task_id", before_id)?;
+                key_between(&mut tx, &order, task_id, b).await?
+            }
+            (None, None, Some(key)) => key,
+            (None, None, None) => position::after(order.last().map(|(_, k)| k.as_str())),
+        };
+        let mut after = before.clone();
+        after.column_id = column_id;
+        after.status = status;
+        after.position = position;
+        let saved = save(&mut tx, access, ctx, &before, after).await?;
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    /// CompleteTask: status done with resolution notes; already done = unchanged.
+    pub async fn complete(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        task_id: Uuid,
+        resolution_notes: String,
+    ) -> Result<Saved> {
+        access.task(ctx, task_id, TaskPermission::Edit).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let before = locked(&mut tx, task_id, None).await?;
+        if before.status == "done" {
+            tx.commit().await?;
+            return Ok(Saved { task: before, wip_exceeded: false, unblocked: Vec::new() });
+        }
+        let mut after = before.clone();
+        after.status = Status::Done.as_str().to_string();
+        after.resolution_notes = resolution_notes;
+        let saved = save(&mut tx, access, ctx, &before, after).await?;
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    /// DeleteTask: the task and its live descendants go to the trash in one batch; their
+    /// dependents may become unblocked (deleted blockers count as satisfied).
+    pub async fn delete(db: &Db, access: &dyn Access, ctx: &RequestContext, task_id: Uuid) -> Result<TaskRow> {
+        access.task(ctx, task_id, TaskPermission::Delete).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let task = locked(&mut tx, task_id, None).await?;
+        if task.archived {
+            return Err(TaskError::BoardArchived.into());
+        }
+        let mut ids = store::live_descendants(&mut tx, task_id).await?;
+        let descendants = ids.len();
+        ids.push(task_id);
+        let dependents: Vec<Uuid> =
+            store::dependents(&mut tx, &ids).await?.into_iter().filter(|d| !ids.contains(d)).collect();
+        let before = blocking(&mut tx, &dependents).await?;
+        let batch = Uuid::now_v7();
+        store::trash_tasks(&mut tx, &ids, batch).await?;
+        let watchers = watcher_ids(&mut tx, task_id).await?;
+        events::task_trash(&mut tx, ctx, &task, &watchers, batch, descendants, false).await?;
+        emit_transitions(&mut tx, ctx, &before).await?;
+        let trashed = store::trashed_task(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+        tx.commit().await?;
+        tracing::info!(task_id = %task_id, descendants, "task trashed");
+        Ok(trashed)
+    }
+
+    /// RestoreTask: brings back the task's whole delete batch.
+    pub async fn restore(db: &Db, access: &dyn Access, ctx: &RequestContext, task_id: Uuid) -> Result<TaskRow> {
+        access.task(ctx, task_id, TaskPermission::Delete).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let task = store::trashed_task(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+        let batch = task.delete_batch_id.unwrap_or_else(Uuid::nil);
+        let (parent_live, board_live) = store::parent_and_board_live(&mut tx, task.parent_id, task.board_id).await?;
+        if !board_live {
+            return Err(TaskError::BoardDeleted.into());
+        }
+        if !parent_live {
+            let parent_batch = match task.parent_id {
+                Some(parent) => store::trashed_task(&mut tx, parent).await?.and_then(|p| p.delete_batch_id),
+                None => None,
+            };
+            if parent_batch != Some(batch) {
+                return Err(TaskError::ParentDeleted.into());
+            }
+        }
+        let batch_ids = store::batch_task_ids(&mut tx, batch).await?;
+        let dependents: Vec<Uuid> =
+            store::dependents(&mut tx, &batch_ids).await?.into_iter().filter(|d| !batch_ids.contains(d)).collect();
+        let before = blocking(&mut tx, &dependents).await?;
+        let restored = store::restore_batch(&mut tx, batch).await?;
+        let task = store::task(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+        let watchers = watcher_ids(&mut tx, task_id).await?;
+        events::task_trash(&mut tx, ctx, &task, &watchers, batch, restored.len().saturating_sub(1), true).await?;
+        emit_transitions(&mut tx, ctx, &before).await?;
+        tx.commit().await?;
+        Ok(task)
     }
 }

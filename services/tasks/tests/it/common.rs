@@ -6,8 +6,9 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use trellis_kit::testing::TestCell;
 use trellis_proto::trellis::events::v1::Envelope;
+use trellis_proto::trellis::tasks::v1::board_service_client::BoardServiceClient;
 use trellis_proto::trellis::tasks::v1::task_service_client::TaskServiceClient;
-use trellis_proto::trellis::tasks::v1::{CreateTaskRequest, Task};
+use trellis_proto::trellis::tasks::v1::{Board, CreateBoardRequest, CreateTaskRequest, Task};
 use uuid::Uuid;
 
 /// A cell running the tasks module on a fresh database.
@@ -35,6 +36,7 @@ pub struct Caller {
     pub org: Uuid,
     pub token: String,
     pub client: TaskServiceClient<Channel>,
+    pub boards: BoardServiceClient<Channel>,
 }
 
 impl Caller {
@@ -51,6 +53,7 @@ impl Caller {
             org,
             token: token_for(cell, user, org),
             client: TaskServiceClient::new(cell.channel("tasks").await),
+            boards: BoardServiceClient::new(cell.channel("tasks").await),
         }
     }
 
@@ -70,6 +73,43 @@ impl Caller {
             .task
             .unwrap_or_else(|| panic!("create {title:?} returned no task"))
     }
+}
+
+impl Caller {
+    /// Creates a board with the default columns.
+    pub async fn board(&mut self, name: &str, key: &str) -> Board {
+        let request =
+            self.req(CreateBoardRequest { name: name.to_string(), key: key.to_string(), ..Default::default() });
+        self.boards
+            .create_board(request)
+            .await
+            .unwrap_or_else(|s| panic!("create board {key}: {s:?}"))
+            .into_inner()
+            .board
+            .unwrap_or_else(|| panic!("create board {key} returned no board"))
+    }
+
+    /// Creates a task in a column of a board.
+    pub async fn task_in(&mut self, board: &Board, column: usize, title: &str) -> Task {
+        let request = self.req(CreateTaskRequest {
+            title: title.to_string(),
+            board_id: board.id.clone(),
+            column_id: board.columns[column].id.clone(),
+            ..Default::default()
+        });
+        self.client
+            .create_task(request)
+            .await
+            .unwrap_or_else(|s| panic!("create {title:?}: {s:?}"))
+            .into_inner()
+            .task
+            .unwrap_or_else(|| panic!("create {title:?} returned no task"))
+    }
+}
+
+/// The routing keys staged in the outbox, oldest first.
+pub async fn event_types(cell: &TestCell) -> Vec<String> {
+    outbox(cell).await.into_iter().map(|e| e.r#type).collect()
 }
 
 /// The ErrorInfo reason of a status.

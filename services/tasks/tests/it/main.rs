@@ -1,6 +1,13 @@
 //! Integration tests of the tasks service over real gRPC, against the Postgres, Redis and
-//! RabbitMQ that `cargo xtask test` starts.
+//! RabbitMQ that `cargo xtask test` starts; `rest` drives the same flows through the gateway.
 
+mod boards;
+mod checklists;
 mod common;
+mod dependencies;
+mod moves;
+mod rest;
 mod rls;
 mod tasks;
+mod time;
+mod views;

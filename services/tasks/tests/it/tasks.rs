@@ -351,3 +351,29 @@ async fn creating_with_an_assignee_publishes_created_then_assigned() {
     let event: TaskAssigned = events[1].payload.as_ref().and_then(|p| p.to_msg().ok()).expect("TaskAssigned");
     assert_eq!(event.assignee_id, bob.to_string());
 }
+
+#[tokio::test]
+async fn watchers_are_added_and_removed_idempotently() {
+    use trellis_proto::trellis::tasks::v1::{AddWatcherRequest, RemoveWatcherRequest};
+    let cell = cell().await;
+    let mut alice = Caller::new(&cell).await;
+    let task = alice.create("watched").await;
+    let bob = Uuid::now_v7();
+    let add = |user: &str| AddWatcherRequest { task_id: task.id.clone(), user_id: user.to_string() };
+    for _ in 0..2 {
+        let watchers = alice.client.add_watcher(alice.req(add(&bob.to_string()))).await.expect("add").into_inner();
+        let ids: Vec<String> = watchers.watchers.iter().map(|w| w.user_id.clone()).collect();
+        assert_eq!(ids, [alice.user.to_string(), bob.to_string()], "the creator first, then Bob, once");
+        assert_eq!(watchers.watchers[1].reason, WatchReason::Manual as i32);
+    }
+    for _ in 0..2 {
+        let request = RemoveWatcherRequest { task_id: task.id.clone(), user_id: alice.user.to_string() };
+        let left = alice.client.remove_watcher(alice.req(request)).await.expect("remove").into_inner();
+        let ids: Vec<String> = left.watchers.iter().map(|w| w.user_id.clone()).collect();
+        assert_eq!(ids, [bob.to_string()]);
+    }
+    let mallory = Caller::new(&cell).await;
+    let mut client = mallory.client.clone();
+    let hidden = client.add_watcher(mallory.req(add(""))).await.expect_err("other org");
+    assert_eq!(hidden.code(), Code::NotFound);
+}
