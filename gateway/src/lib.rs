@@ -387,11 +387,16 @@ async fn serve_built(
 }
 
 /// Starts a gateway for `config`'s cell on `127.0.0.1:0` (end-to-end tests next to a
-/// `TestCell`); it stops with the test's runtime. Panics if the route table is invalid. Rate
-/// limits are raised out of the way (suites share one Redis and one client IP); the limits
-/// themselves are tested with [`Builder`] and explicit settings.
-pub async fn spawn_for_tests(config: Arc<Config>) -> (SocketAddr, JoinHandle<anyhow::Result<()>>) {
+/// `TestCell`), verifying credentials with `auth` (pass the cell's, so its test keys and
+/// revocation checks apply); it stops with the test's runtime. Panics if the route table is
+/// invalid. Rate limits are raised out of the way (suites share one Redis and one client IP); the
+/// limits themselves are tested with [`Builder`] and explicit settings.
+pub async fn spawn_for_tests(
+    config: Arc<Config>,
+    auth: Arc<Authenticator>,
+) -> (SocketAddr, JoinHandle<anyhow::Result<()>>) {
     let spawned = Builder::new(config, GatewayConfig::from_env().without_practical_rate_limits())
+        .authenticator(auth)
         .spawn()
         .await
         .unwrap_or_else(|e| panic!("starting the gateway: {e:#}"));

@@ -65,8 +65,9 @@ async fn readiness_turns_off_when_shutdown_begins_and_the_gateway_stops() {
 
 #[tokio::test]
 async fn spawn_for_tests_serves_the_contract() {
-    let config = trellis_kit::config::Config::from_env();
-    let (addr, handle) = trellis_gateway::spawn_for_tests(Arc::new(config)).await;
+    let config = Arc::new(trellis_kit::config::Config::from_env());
+    let auth = trellis_kit::auth::Authenticator::new(config.clone());
+    let (addr, handle) = trellis_gateway::spawn_for_tests(config, auth).await;
     let r = reqwest::get(format!("http://{addr}/healthz")).await.expect("request");
     assert_eq!(r.status(), StatusCode::OK);
     let r = reqwest::get(format!("http://{addr}/api/v1/nope")).await.expect("request");

@@ -11,7 +11,7 @@ const PASSWORD: &str = "vM7#qLp2-zRt9&wXk";
 
 async fn start() -> (TestCell, String) {
     let cell = TestCell::start(vec![trellis_identity::module()]).await;
-    let (addr, _handle) = trellis_gateway::spawn_for_tests(cell.config.clone()).await;
+    let (addr, _handle) = trellis_gateway::spawn_for_tests(cell.config.clone(), cell.auth.clone()).await;
     (cell, format!("http://{addr}"))
 }
 
