@@ -236,6 +236,32 @@ impl Violations {
         self
     }
 
+    /// Parses an optional UUID field: empty means absent; anything else must be a non-nil UUID,
+    /// or the field is recorded as a violation.
+    pub fn optional_uuid(&mut self, field: &str, raw: &str) -> Option<uuid::Uuid> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return None;
+        }
+        match raw.parse::<uuid::Uuid>() {
+            Ok(id) if !id.is_nil() => Some(id),
+            _ => {
+                self.add(field, "must be a UUID");
+                None
+            }
+        }
+    }
+
+    /// Parses a required UUID field; a missing or malformed one is recorded (and the nil UUID
+    /// returned, which [`Violations::finish`] then never lets through).
+    pub fn uuid(&mut self, field: &str, raw: &str) -> uuid::Uuid {
+        if raw.trim().is_empty() {
+            self.add(field, "is required");
+            return uuid::Uuid::nil();
+        }
+        self.optional_uuid(field, raw).unwrap_or_else(uuid::Uuid::nil)
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -281,6 +307,21 @@ mod tests {
         let details = status.get_error_details();
         assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(Duration::from_secs(7)));
         assert_eq!(details.error_info().expect("error info").reason, "RATE_LIMITED");
+    }
+
+    #[test]
+    fn uuid_fields_are_parsed_or_recorded() {
+        let mut v = Violations::default();
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(v.uuid("a", &format!(" {id} ")), id);
+        assert_eq!(v.optional_uuid("b", ""), None);
+        assert!(v.is_empty());
+        v.uuid("c", "");
+        v.optional_uuid("d", "not-a-uuid");
+        v.uuid("e", "00000000-0000-0000-0000-000000000000");
+        let fields: Vec<_> =
+            v.finish().expect_err("three bad fields").violations().iter().map(|f| f.field.clone()).collect();
+        assert_eq!(fields, ["c", "d", "e"]);
     }
 
     #[test]

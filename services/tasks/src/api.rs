@@ -153,7 +153,7 @@ fn column_specs(v: &mut Violations, field: &str, columns: &[proto::BoardColumn])
                 }
             };
             ColumnSpec {
-                id: task::optional_id(v, &format!("{field}[{i}].id"), &c.id),
+                id: v.optional_uuid(&format!("{field}[{i}].id"), &c.id),
                 name,
                 status,
                 color: (!c.color.trim().is_empty()).then(|| c.color.trim().to_string()),
@@ -231,9 +231,9 @@ impl TaskService for TaskApi {
         let mut v = Violations::default();
         let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
         let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
-        let board_id = task::optional_id(&mut v, "board_id", &r.board_id);
-        let column_id = task::optional_id(&mut v, "column_id", &r.column_id);
-        let assignee_id = task::optional_id(&mut v, "assignee_id", &r.assignee_id);
+        let board_id = v.optional_uuid("board_id", &r.board_id);
+        let column_id = v.optional_uuid("column_id", &r.column_id);
+        let assignee_id = v.optional_uuid("assignee_id", &r.assignee_id);
         let status = Status::from_proto(r.status).unwrap_or_else(|_| {
             v.add("status", "unknown status");
             None
@@ -254,7 +254,7 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::GetTaskResponse>, GrpcStatus> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        let task_id = v.uuid("task_id", &request.get_ref().task_id);
         v.finish()?;
         let detail = task::get(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::GetTaskResponse {
@@ -274,10 +274,10 @@ impl TaskService for TaskApi {
             v.add("page_size", "must not be negative");
             0
         });
-        let board_id = task::optional_id(&mut v, "board_id", &r.board_id);
+        let board_id = v.optional_uuid("board_id", &r.board_id);
         let assignee_id = match r.assignee_id.trim() {
             "me" => Some(ctx.user_id()?),
-            raw => task::optional_id(&mut v, "assignee_id", raw),
+            raw => v.optional_uuid("assignee_id", raw),
         };
         v.finish()?;
         let statuses: Vec<Status> = r
@@ -303,7 +303,7 @@ impl TaskService for TaskApi {
                 }
             })
             .collect();
-        let parent_id = task::optional_id(&mut v, "parent_id", &r.parent_id);
+        let parent_id = v.optional_uuid("parent_id", &r.parent_id);
         let kanban = match r.view.trim() {
             "" | "list" => false,
             "kanban" => true,
@@ -360,8 +360,8 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
-        let assignee_id = task::optional_id(&mut v, "assignee_id", &r.assignee_id);
+        let task_id = v.uuid("task_id", &r.task_id);
+        let assignee_id = v.optional_uuid("assignee_id", &r.assignee_id);
         let note = task::clean_text(&mut v, "note", &r.note, 0, NOTE_MAX);
         v.finish()?;
         let task = task::assign(&self.db, self.access.as_ref(), &ctx, task_id, assignee_id, &note).await?;
@@ -375,11 +375,11 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let parent_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let parent_id = v.uuid("task_id", &r.task_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
         let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
-        let column_id = task::optional_id(&mut v, "column_id", &r.column_id);
-        let assignee_id = task::optional_id(&mut v, "assignee_id", &r.assignee_id);
+        let column_id = v.optional_uuid("column_id", &r.column_id);
+        let assignee_id = v.optional_uuid("assignee_id", &r.assignee_id);
         let status = Status::from_proto(r.status).unwrap_or_else(|_| {
             v.add("status", "unknown status");
             None
@@ -410,7 +410,7 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let task_id = v.uuid("task_id", &r.task_id);
         let paths = mask_paths(r.update_mask.as_ref());
         if paths.is_empty() {
             v.add("update_mask", "names no field to update");
@@ -435,7 +435,7 @@ impl TaskService for TaskApi {
                         v.add("priority", "unknown priority");
                     }
                 },
-                "assignee_id" => changes.assignee_id = Some(task::optional_id(&mut v, "assignee_id", &r.assignee_id)),
+                "assignee_id" => changes.assignee_id = Some(v.optional_uuid("assignee_id", &r.assignee_id)),
                 "start_date" => changes.start_date = Some(r.start_date.as_ref().and_then(from_timestamp)),
                 "due_date" => changes.due_date = Some(r.due_date.as_ref().and_then(from_timestamp)),
                 "estimate_minutes" => {
@@ -464,11 +464,11 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let task_id = v.uuid("task_id", &r.task_id);
         let placement = Placement {
-            column_id: task::optional_id(&mut v, "column_id", &r.column_id),
-            after_task_id: task::optional_id(&mut v, "after_task_id", &r.after_task_id),
-            before_task_id: task::optional_id(&mut v, "before_task_id", &r.before_task_id),
+            column_id: v.optional_uuid("column_id", &r.column_id),
+            after_task_id: v.optional_uuid("after_task_id", &r.after_task_id),
+            before_task_id: v.optional_uuid("before_task_id", &r.before_task_id),
             position: (!r.position.is_empty()).then(|| r.position.clone()),
         };
         if let Some(p) = &placement.position
@@ -493,7 +493,7 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let task_id = v.uuid("task_id", &r.task_id);
         let notes = task::clean_text(&mut v, "resolution_notes", &r.resolution_notes, 0, RESOLUTION_MAX);
         v.finish()?;
         let saved = change::complete(&self.db, self.access.as_ref(), &ctx, task_id, notes).await?;
@@ -509,7 +509,7 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::DeleteTaskResponse>, GrpcStatus> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        let task_id = v.uuid("task_id", &request.get_ref().task_id);
         v.finish()?;
         let task = change::delete(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::DeleteTaskResponse { task: Some(task_to_proto(&task)) }))
@@ -521,7 +521,7 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::RestoreTaskResponse>, GrpcStatus> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        let task_id = v.uuid("task_id", &request.get_ref().task_id);
         v.finish()?;
         let task = change::restore(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::RestoreTaskResponse { task: Some(task_to_proto(&task)) }))
@@ -534,8 +534,8 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
-        let depends_on_id = task::required_id(&mut v, "depends_on_id", &r.depends_on_id);
+        let task_id = v.uuid("task_id", &r.task_id);
+        let depends_on_id = v.uuid("depends_on_id", &r.depends_on_id);
         let kind = match proto::DependencyType::try_from(r.r#type) {
             Ok(proto::DependencyType::Unspecified | proto::DependencyType::FinishToStart) => {
                 DependencyType::FinishToStart
@@ -566,8 +566,8 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
-        let dependency_id = task::required_id(&mut v, "dependency_id", &r.dependency_id);
+        let task_id = v.uuid("task_id", &r.task_id);
+        let dependency_id = v.uuid("dependency_id", &r.dependency_id);
         v.finish()?;
         let task = dependency::ops::remove(&self.db, self.access.as_ref(), &ctx, task_id, dependency_id).await?;
         Ok(Response::new(proto::RemoveDependencyResponse { task: Some(task_to_proto(&task)) }))
@@ -580,8 +580,8 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
-        let user_id = task::optional_id(&mut v, "user_id", &r.user_id);
+        let task_id = v.uuid("task_id", &r.task_id);
+        let user_id = v.optional_uuid("user_id", &r.user_id);
         v.finish()?;
         let user_id = match user_id {
             Some(id) => id,
@@ -598,8 +598,8 @@ impl TaskService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
-        let user_id = task::required_id(&mut v, "user_id", &r.user_id);
+        let task_id = v.uuid("task_id", &r.task_id);
+        let user_id = v.uuid("user_id", &r.user_id);
         v.finish()?;
         let watchers = task::set_watcher(&self.db, self.access.as_ref(), &ctx, task_id, user_id, false).await?;
         Ok(Response::new(proto::RemoveWatcherResponse { watchers: watchers.iter().map(watcher_to_proto).collect() }))
@@ -611,7 +611,7 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::ListDependenciesResponse>, GrpcStatus> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        let task_id = v.uuid("task_id", &request.get_ref().task_id);
         v.finish()?;
         let (blockers, dependents) = dependency::ops::list(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::ListDependenciesResponse {
@@ -622,7 +622,7 @@ impl TaskService for TaskApi {
 }
 
 fn board_id_of(v: &mut Violations, raw: &str) -> uuid::Uuid {
-    task::required_id(v, "board_id", raw)
+    v.uuid("board_id", raw)
 }
 
 #[tonic::async_trait]
@@ -646,7 +646,7 @@ impl BoardService for TaskApi {
             v.add("visibility", "unknown visibility");
             "org"
         });
-        let team_id = task::optional_id(&mut v, "team_id", &r.team_id);
+        let team_id = v.optional_uuid("team_id", &r.team_id);
         let columns = if r.columns.is_empty() { Vec::new() } else { column_specs(&mut v, "columns", &r.columns) };
         if columns.iter().any(|c| c.id.is_some()) {
             v.add("columns", "new columns have no id");
@@ -728,7 +728,7 @@ impl BoardService for TaskApi {
                 }
                 "view_type" => changes.view_type = view_type_name(r.view_type),
                 "visibility" => changes.visibility = visibility_name(r.visibility),
-                "team_id" => changes.team_id = Some(task::optional_id(&mut v, "team_id", &r.team_id)),
+                "team_id" => changes.team_id = Some(v.optional_uuid("team_id", &r.team_id)),
                 "settings" => {
                     changes.enforce_wip_limits = Some(settings.enforce_wip_limits);
                     changes.enforce_dependencies = Some(settings.enforce_dependencies);
@@ -761,8 +761,8 @@ impl BoardService for TaskApi {
             .enumerate()
             .map(|(i, m)| {
                 (
-                    task::required_id(&mut v, &format!("removed[{i}].column_id"), &m.column_id),
-                    task::required_id(&mut v, &format!("removed[{i}].move_to_column_id"), &m.move_to_column_id),
+                    v.uuid(&format!("removed[{i}].column_id"), &m.column_id),
+                    v.uuid(&format!("removed[{i}].move_to_column_id"), &m.move_to_column_id),
                 )
             })
             .collect();
@@ -851,7 +851,7 @@ impl ChecklistService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let task_id = v.uuid("task_id", &r.task_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, 200);
         if r.items.len() > crate::checklist::MAX_ITEMS {
             v.add("items", "at most 200 items");
@@ -873,7 +873,7 @@ impl ChecklistService for TaskApi {
     ) -> Result<Response<proto::DeleteChecklistResponse>, GrpcStatus> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let mut v = Violations::default();
-        let checklist_id = task::required_id(&mut v, "checklist_id", &request.get_ref().checklist_id);
+        let checklist_id = v.uuid("checklist_id", &request.get_ref().checklist_id);
         v.finish()?;
         crate::checklist::delete(&self.db, self.access.as_ref(), &ctx, checklist_id).await?;
         Ok(Response::new(proto::DeleteChecklistResponse {}))
@@ -886,7 +886,7 @@ impl ChecklistService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
+        let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, 500);
         v.finish()?;
         let view = crate::checklist::add_item(&self.db, self.access.as_ref(), &ctx, checklist_id, title).await?;
@@ -900,8 +900,8 @@ impl ChecklistService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
-        let item_id = task::required_id(&mut v, "item_id", &r.item_id);
+        let checklist_id = v.uuid("checklist_id", &r.checklist_id);
+        let item_id = v.uuid("item_id", &r.item_id);
         let (mut title, mut done) = (None, None);
         let paths = mask_paths(r.update_mask.as_ref());
         if paths.is_empty() {
@@ -931,8 +931,8 @@ impl ChecklistService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let checklist_id = task::required_id(&mut v, "checklist_id", &r.checklist_id);
-        let item_id = task::required_id(&mut v, "item_id", &r.item_id);
+        let checklist_id = v.uuid("checklist_id", &r.checklist_id);
+        let item_id = v.uuid("item_id", &r.item_id);
         v.finish()?;
         crate::checklist::delete_item(&self.db, self.access.as_ref(), &ctx, checklist_id, item_id).await?;
         Ok(Response::new(proto::DeleteChecklistItemResponse {}))
@@ -964,7 +964,7 @@ impl TimeService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &r.task_id);
+        let task_id = v.uuid("task_id", &r.task_id);
         let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
         v.finish()?;
         let (entry, stopped) =
@@ -982,7 +982,7 @@ impl TimeService for TaskApi {
     ) -> Result<Response<proto::StopTimerResponse>, GrpcStatus> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let mut v = Violations::default();
-        let task_id = task::required_id(&mut v, "task_id", &request.get_ref().task_id);
+        let task_id = v.uuid("task_id", &request.get_ref().task_id);
         v.finish()?;
         let entry = crate::time::stop(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::StopTimerResponse { entry: Some(entry_to_proto(&entry)) }))
@@ -1004,7 +1004,7 @@ impl TimeService for TaskApi {
         let ctx = RequestContext::from_request(&request)?.clone();
         let r = request.into_inner();
         let mut v = Violations::default();
-        let task_id = task::optional_id(&mut v, "task_id", &r.task_id);
+        let task_id = v.optional_uuid("task_id", &r.task_id);
         let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
         let started_at = r.started_at.as_ref().and_then(from_timestamp);
         if started_at.is_none() {
@@ -1064,10 +1064,10 @@ impl TimeService for TaskApi {
                 crate::time::GroupBy::User
             }
         };
-        let task_id = task::optional_id(&mut v, "task_id", &r.task_id);
+        let task_id = v.optional_uuid("task_id", &r.task_id);
         let user_id = match r.user_id.trim() {
             "me" => Some(ctx.user_id()?),
-            raw => task::optional_id(&mut v, "user_id", raw),
+            raw => v.optional_uuid("user_id", raw),
         };
         v.finish()?;
         let (Some(from), Some(to)) = (from, to) else {

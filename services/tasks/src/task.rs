@@ -165,30 +165,6 @@ pub fn clean_text(v: &mut Violations, field: &str, raw: &str, min: usize, max: u
     text.to_string()
 }
 
-/// Parses an optional UUID field (empty = absent).
-pub fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Uuid> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return None;
-    }
-    match raw.parse::<Uuid>() {
-        Ok(id) if !id.is_nil() => Some(id),
-        _ => {
-            v.add(field, "must be a UUID");
-            None
-        }
-    }
-}
-
-/// Parses a required UUID field.
-pub fn required_id(v: &mut Violations, field: &str, raw: &str) -> Uuid {
-    if raw.trim().is_empty() {
-        v.add(field, "is required");
-        return Uuid::nil();
-    }
-    optional_id(v, field, raw).unwrap_or_else(Uuid::nil)
-}
-
 /// Where a new task goes: its column and status (spec CreateTask). `columns` are in order.
 ///
 /// - `column_id` given: that column of the board (else `column_id` is invalid) and its status;
@@ -627,11 +603,11 @@ mod tests {
     fn ids_are_uuids_and_empty_means_absent() {
         let mut v = Violations::default();
         let id = Uuid::now_v7();
-        assert_eq!(optional_id(&mut v, "board_id", ""), None);
-        assert_eq!(optional_id(&mut v, "board_id", &id.to_string()), Some(id));
+        assert_eq!(v.optional_uuid("board_id", ""), None);
+        assert_eq!(v.optional_uuid("board_id", &id.to_string()), Some(id));
         assert!(v.is_empty());
-        assert_eq!(optional_id(&mut v, "board_id", "nope"), None);
-        required_id(&mut v, "task_id", "");
+        assert_eq!(v.optional_uuid("board_id", "nope"), None);
+        v.uuid("task_id", "");
         let e = v.finish().expect_err("two violations");
         let fields: Vec<&str> = e.violations().iter().map(|f| f.field.as_str()).collect();
         assert_eq!(fields, ["board_id", "task_id"]);
