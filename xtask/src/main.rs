@@ -6,10 +6,12 @@
 //! - `test`: the same servers on free ports in a temporary directory, then the whole test suite.
 //! - `lint`: rustfmt, clippy, `buf lint` and the chart checks.
 //! - `chart`: the Helm chart, Dockerfile and `k8s/` checked offline (lint, render, schemas, pytest).
-//! - `bench`: the benchmark suite (none defined yet).
+//! - `bench`: the benchmark suites (`[[bench]]` targets of the crates they measure) against the
+//!   same throwaway servers.
 //! - `infra`: starting, probing and stopping the servers; `proc`: child processes and signals;
 //!   `http`: a tiny HTTP/1.1 client for health checks and the seed.
 
+mod bench;
 mod chart;
 mod dev;
 mod http;
@@ -54,8 +56,12 @@ enum Cmd {
     /// combinations, validate every object against the Kubernetes JSON schemas, and run the
     /// assertions in helm/tests (pytest, in a virtualenv under the target directory).
     Chart(chart::ChartArgs),
-    /// Run the benchmark suite (none is defined yet).
-    Bench,
+    /// Run the benchmark suites against throwaway Postgres, Redis and RabbitMQ.
+    ///
+    /// Every `[[bench]]` target of the workspace (harness = false) runs optimised and prints a
+    /// Markdown table; ratios compare numbers measured in the same run. `--quick` runs them on
+    /// small data sets to check that they work.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,10 +71,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test::run(args),
         Cmd::Lint => lint::run(),
         Cmd::Chart(args) => chart::run(&args),
-        Cmd::Bench => {
-            eprintln!("xtask: no benchmarks are defined yet");
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Bench(args) => bench::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: error: {e:#}");

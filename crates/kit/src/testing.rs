@@ -261,6 +261,7 @@ impl Drop for TestCell {
 
 // Fault injection and polling, for tests of failure behaviour and of asynchronous effects.
 
+pub mod bench;
 mod proxy;
 pub use proxy::FaultProxy;
 
