@@ -124,6 +124,33 @@ pub fn user_claims(
     }
 }
 
+/// The claims of a service token: `sub = service:<name>`, acting in `org` when given (rule: 5 min
+/// lifetime, no session, no roles; the permissions service authorizes by the service name).
+pub fn service_claims(
+    issuer: &str,
+    audience: &str,
+    service: &str,
+    org: Option<Uuid>,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Claims {
+    let iat = now.timestamp();
+    Claims {
+        iss: issuer.to_string(),
+        sub: format!("service:{service}"),
+        aud: audience.to_string(),
+        exp: iat + ttl.as_secs() as i64,
+        nbf: Some(iat),
+        iat,
+        jti: Uuid::now_v7().to_string(),
+        org: org.map(|o| o.to_string()),
+        sid: None,
+        roles: Vec::new(),
+        scopes: Vec::new(),
+        plan: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
@@ -253,5 +280,16 @@ mod tests {
         assert_eq!(c.exp - c.iat, 900);
         assert_eq!(c.nbf, Some(c.iat));
         assert_eq!((c.iss.as_str(), c.aud.as_str()), ("https://id.test", "trellis"));
+    }
+
+    #[test]
+    fn service_claims_name_the_service_and_carry_no_session_or_roles() {
+        let (now, org) = (Utc::now(), Uuid::now_v7());
+        let c = service_claims("https://id.test", "trellis", "tasks", Some(org), now, Duration::from_secs(300));
+        assert_eq!(c.sub, "service:tasks");
+        assert_eq!(c.org, Some(org.to_string()));
+        assert_eq!((c.sid.clone(), c.roles.len(), c.plan.clone()), (None, 0, None));
+        assert_eq!(c.exp - c.iat, 300);
+        assert_eq!(service_claims("i", "a", "tasks", None, now, Duration::from_secs(300)).org, None);
     }
 }
