@@ -30,6 +30,7 @@
 pub mod apikeys;
 pub mod auth;
 pub mod errors;
+pub mod fanout;
 pub mod fuzzing;
 pub mod grpc_web;
 pub mod http;
@@ -88,6 +89,10 @@ pub struct GatewayConfig {
     /// Upper bound of every deadline, including those clients ask for with `grpc-timeout`.
     #[arg(long = "max-deadline", env = "MAX_DEADLINE", default_value = "60s", value_parser = parse_duration)]
     pub max_deadline: Duration,
+    /// Time each module gets to answer a fan-out call (search, resolve, counts) before it is
+    /// reported in `unavailable_modules`.
+    #[arg(long = "fanout-timeout", env = "FANOUT_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub fanout_timeout: Duration,
     /// Edge policy: CORS, proxies, HSTS, SSE and rate limits.
     #[command(flatten)]
     pub edge: Box<EdgeConfig>,
@@ -272,8 +277,19 @@ impl Builder {
                 urls.entry(module.to_string()).or_insert_with(|| url.to_string());
             }
         }
-        let upstreams = Upstreams::new(&urls, self.gateway.body_limit_bytes)?;
+        let mut upstreams = Upstreams::new(&urls, self.gateway.body_limit_bytes)?;
         let auth = self.auth.unwrap_or_else(|| Authenticator::new(self.config.clone()));
+        let fanout = fanout::Fanout::new(
+            fanout::EntityTypes::from_pool(&pool),
+            upstreams.clone(),
+            auth.clone(),
+            self.gateway.enabled_modules(),
+            self.gateway.fanout_timeout,
+        );
+        upstreams.insert(
+            fanout::MODULE,
+            fanout::in_process_channel(fanout, self.gateway.body_limit_bytes, shutdown.clone())?,
+        );
         tracing::info!(routes = routes.len(), backends = urls.len(), "route table built");
         let modules = self.gateway.enabled_modules();
         let openapi = http::OpenApi::new(&openapi::document(

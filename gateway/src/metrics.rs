@@ -54,6 +54,12 @@ pub struct GatewayMetrics {
     upstream: Family<ServiceLabels, Histogram>,
     auth_failures: Family<ReasonLabels, Counter>,
     rate_limited: Family<LimiterLabels, Counter>,
+    fanout_errors: Family<ModuleLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    module: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +82,7 @@ impl GatewayMetrics {
                 upstream: Family::new_with_constructor(latency_buckets),
                 auth_failures: Family::default(),
                 rate_limited: Family::default(),
+                fanout_errors: Family::default(),
             };
             let registry = Metrics::global();
             registry.register(
@@ -103,6 +110,11 @@ impl GatewayMetrics {
                 "Requests refused by a rate limiter, by limiter",
                 metrics.rate_limited.clone(),
             );
+            registry.register(
+                "gateway_fanout_module_errors",
+                "Fan-out calls to a module that failed or timed out, by module",
+                metrics.fanout_errors.clone(),
+            );
             metrics
         })
     }
@@ -129,5 +141,10 @@ impl GatewayMetrics {
     /// Records a request refused by `limiter`.
     pub fn rate_limited(&self, limiter: &str) {
         self.rate_limited.get_or_create(&LimiterLabels { limiter: limiter.to_string() }).inc();
+    }
+
+    /// Records a fan-out call to `module` that failed or timed out.
+    pub fn fanout_module_error(&self, module: &str) {
+        self.fanout_errors.get_or_create(&ModuleLabels { module: module.to_string() }).inc();
     }
 }

@@ -88,6 +88,16 @@ impl Upstreams {
         Ok(Self { channels, max_message })
     }
 
+    /// Adds (or replaces) the channel of `module`.
+    pub fn insert(&mut self, module: &str, channel: Channel) {
+        self.channels.insert(module.to_string(), channel);
+    }
+
+    /// The channel of `module`, for typed clients.
+    pub fn channel(&self, module: &str) -> Option<Channel> {
+        self.channels.get(module).cloned()
+    }
+
     /// Whether `module` has a backend.
     pub fn has(&self, module: &str) -> bool {
         self.channels.contains_key(module)

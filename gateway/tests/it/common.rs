@@ -70,6 +70,12 @@ pub const KEYS: &[(&str, &str, &[&str], &str)] = &[
         &["widgets:write"],
         "pro",
     ),
+    (
+        "tk_live_gadgets000000000000000000000000000000",
+        "0190a5a0-0000-7000-8000-000000000003",
+        &["gadgets:read"],
+        "free",
+    ),
 ];
 /// The org of every test key.
 pub const KEY_ORG: &str = "0190a5a0-0000-7000-8000-0000000000aa";
@@ -356,6 +362,16 @@ impl Harness {
 
     /// With the widget backend at `widgets` and Redis at `redis`.
     pub async fn start_full(widgets: &str, redis: &str, tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
+        Self::start_with_backends(widgets, redis, &[], tune).await
+    }
+
+    /// With the widget backend at `widgets`, Redis at `redis`, and more `(module, url)` backends.
+    pub async fn start_with_backends(
+        widgets: &str,
+        redis: &str,
+        backends: &[(&str, &str)],
+        tune: impl FnOnce(&mut GatewayConfig),
+    ) -> Harness {
         let mut config = Config::from_env();
         config.redis_url = redis.to_string();
         let (identity, resolve_calls) = spawn_token_service_for(&config).await;
@@ -367,12 +383,12 @@ impl Harness {
         settings.default_deadline = Duration::from_secs(10);
         settings.body_limit_bytes = 10 * 1024 * 1024;
         tune(&mut settings);
-        let gateway = Builder::new(config.clone(), settings)
-            .descriptors(pool().clone())
-            .backend("widgets", widgets)
-            .spawn()
-            .await
-            .expect("the gateway starts");
+        let mut builder =
+            Builder::new(config.clone(), settings).descriptors(pool().clone()).backend("widgets", widgets);
+        for (module, url) in backends {
+            builder = builder.backend(module, url);
+        }
+        let gateway = builder.spawn().await.expect("the gateway starts");
         Harness {
             base: format!("http://{}", gateway.addr),
             admin: format!("http://{}", gateway.admin_addr),

@@ -11,6 +11,7 @@ mod pool;
 mod apikeys;
 mod common;
 mod edge;
+mod fanout;
 mod grpc_web;
 mod identity;
 mod limits;
