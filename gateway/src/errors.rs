@@ -289,6 +289,17 @@ impl ApiError {
         )
     }
 
+    /// 403 CSRF_FAILED: a cookie would have filled a request field, but the origin is not trusted
+    /// or `X-CSRF-Token` does not match the CSRF cookie (Rule 27).
+    pub fn csrf_failed() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            "CSRF_FAILED",
+            "The request came from an untrusted origin or without a valid X-CSRF-Token",
+        )
+    }
+
     /// 403 CORS_ORIGIN_DENIED: a preflight from an origin outside the allow-list.
     pub fn cors_origin_denied() -> Self {
         Self::new(

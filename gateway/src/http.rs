@@ -312,6 +312,10 @@ pub struct Settings {
     pub cors_allowed_origins: Vec<String>,
     /// The `Strict-Transport-Security` value.
     pub hsts: String,
+    /// `scheme://host[:port]` of `PUBLIC_BASE_URL`, trusted for cookie refreshes like the CORS list.
+    pub public_origin: String,
+    /// Whether cookies carry `Secure`.
+    pub cookie_secure: bool,
 }
 
 /// The OpenAPI document, serialised once, with its `ETag`.

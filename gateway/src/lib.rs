@@ -29,6 +29,7 @@
 
 pub mod apikeys;
 pub mod auth;
+pub mod cookies;
 pub mod errors;
 pub mod fanout;
 pub mod fuzzing;
@@ -115,6 +116,10 @@ pub struct EdgeConfig {
     /// Adds `preload` to `Strict-Transport-Security`.
     #[arg(long = "hsts-preload", env = "HSTS_PRELOAD", default_value_t = false)]
     pub hsts_preload: bool,
+    /// Whether cookies (the browser refresh and CSRF cookies) carry `Secure`. `false` is for
+    /// plain-HTTP development on a LAN only.
+    #[arg(long = "cookie-secure", env = "COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
     /// Idle time after which an SSE stream gets a `: ping` comment.
     #[arg(long = "sse-heartbeat", env = "SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub sse_heartbeat: Duration,
@@ -327,6 +332,8 @@ impl Builder {
                     }
                     hsts
                 },
+                public_origin: cookies::origin_of(&self.config.public_base_url),
+                cookie_secure: self.gateway.edge.cookie_secure,
             },
             limiter,
             openapi,

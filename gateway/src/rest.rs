@@ -13,6 +13,7 @@ use prost_reflect::DynamicMessage;
 use tonic::metadata::MetadataMap;
 
 use crate::auth;
+use crate::cookies;
 use crate::errors::ApiError;
 use crate::http::{Body, Call, Gateway, empty, forwarded};
 use crate::ratelimit::Outcome;
@@ -131,7 +132,8 @@ async fn run(
         .map(|email| email.trim().to_lowercase())
         .filter(|email| !email.is_empty());
     auth::limit_and_scope(gateway, method, call, credential.as_ref(), email.as_deref(), rate).await?;
-    let message = transcode::request_message(&route, Inbound { body, path_vars: &vars, query: parts.uri.query() })?;
+    let mut message = transcode::request_message(&route, Inbound { body, path_vars: &vars, query: parts.uri.query() })?;
+    let filled = cookies::fill_request(gateway, &mut message, &parts.headers)?;
 
     let metadata = MetadataMap::from_headers(forwarded(call, &parts.headers, credential.as_ref().map(|c| &c.header)));
     let deadline = gateway.deadline(method, None);
@@ -139,7 +141,7 @@ async fn run(
     let result =
         gateway.upstreams.unary(&method.module, &method.path, message.encode_to_vec().into(), metadata, deadline).await;
     gateway.metrics.upstream(&method.module, started.elapsed());
-    let (_, bytes) = result.map_err(|e| match e {
+    let outcome = result.map_err(|e| match e {
         UpstreamError::Status(status) => {
             let error = ApiError::from_status(&status);
             if error.status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -149,11 +151,23 @@ async fn run(
         }
         UpstreamError::Unreachable => ApiError::unavailable(&method.module),
         UpstreamError::Deadline => ApiError::deadline_exceeded(),
-    })?;
-    let output = DynamicMessage::decode(method.descriptor.output(), bytes).map_err(|e| {
+    });
+    let (_, bytes) = match outcome {
+        Ok(answer) => answer,
+        // A refused cookie-filled refresh (expired, reused) clears the browser's cookies (Rule 28).
+        Err(error) if filled.from_cookie && error.status == StatusCode::UNAUTHORIZED => {
+            let mut response = error.to_response(&call.correlation_id);
+            cookies::clear(gateway, response.headers_mut());
+            return Ok(response);
+        }
+        Err(error) => return Err(error),
+    };
+    let mut output = DynamicMessage::decode(method.descriptor.output(), bytes).map_err(|e| {
         tracing::error!(correlation_id = %call.correlation_id, method = %method.path, error = %e, "undecodable backend response");
         ApiError::internal()
     })?;
+    let mut cookie_headers = http::HeaderMap::new();
+    cookies::apply_response(gateway, &method.path, &mut output, &parts.headers, filled, &mut cookie_headers);
 
     let mut response = match &route.success {
         Success::NoContent => {
@@ -190,6 +204,9 @@ async fn run(
     };
     let cache = PUBLIC_CACHE.iter().find(|(path, _)| *path == method.path).map_or("no-store", |(_, policy)| policy);
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    for (name, value) in &cookie_headers {
+        response.headers_mut().append(name, value.clone());
+    }
     Ok(response)
 }
 

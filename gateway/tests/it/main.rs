@@ -10,6 +10,7 @@ mod pool;
 
 mod apikeys;
 mod common;
+mod cookies;
 mod edge;
 mod fanout;
 mod grpc_web;
