@@ -401,6 +401,8 @@ pub struct Gateway {
     pub api_keys: crate::apikeys::ApiKeys,
     /// False before start-up completes and from the moment shutdown begins.
     pub ready: AtomicBool,
+    /// JWKS and backend health, kept current by background watchers.
+    pub readiness: crate::readiness::Readiness,
 }
 
 impl Gateway {
@@ -436,21 +438,22 @@ fn health() -> Response<Body> {
 }
 
 fn readiness(gateway: &Gateway) -> Response<Body> {
-    if gateway.ready.load(Ordering::Acquire) {
-        let redis = gateway.limiter.redis_available();
-        json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "status": if redis { "ready" } else { "degraded" },
-                "checks": {
-                    "routes": format!("{} loaded", gateway.routes.len()),
-                    "redis": if redis { "ok" } else { "unavailable: rate limits are per replica" },
-                },
-            }),
-        )
-    } else {
-        json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not_ready"}))
+    let redis = gateway.limiter.redis_available();
+    let jwks = gateway.readiness.jwks_keys();
+    let backends: serde_json::Map<String, serde_json::Value> =
+        gateway.readiness.backends().into_iter().map(|(m, b)| (m, b.as_str().into())).collect();
+    let checks = serde_json::json!({
+        "routes": format!("{} loaded", gateway.routes.len()),
+        "jwks": jwks.map_or_else(|| "not loaded".to_string(), |n| format!("ok ({n} keys)")),
+        "redis": if redis { "ok" } else { "unavailable: rate limits are per replica" },
+        "backends": backends,
+    });
+    // Not ready before start-up completes, before the first JWKS, and while draining.
+    if !gateway.ready.load(Ordering::Acquire) || jwks.is_none() {
+        return json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not_ready", "checks": checks}));
     }
+    let status = if redis && gateway.readiness.backends_healthy() { "ready" } else { "degraded" };
+    json(StatusCode::OK, &serde_json::json!({"status": status, "checks": checks}))
 }
 
 /// CORS request headers browsers may send (Rule 37).

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod passthrough;
 pub mod ratelimit;
+pub mod readiness;
 pub mod rest;
 pub mod routes;
 pub mod sse;
@@ -341,6 +342,7 @@ impl Builder {
             api_keys: apikeys::ApiKeys::default(),
             metrics: GatewayMetrics::global(),
             ready: AtomicBool::new(false),
+            readiness: readiness::Readiness::default(),
         })
     }
 
@@ -386,6 +388,7 @@ async fn serve_built(
         admin_shutdown.clone(),
         grace,
     ));
+    readiness::spawn_watchers(gateway.clone(), shutdown.clone());
     gateway.ready.store(true, Ordering::Release);
     let public_gateway = gateway.clone();
     let draining = gateway.clone();

@@ -98,6 +98,13 @@ impl Upstreams {
         self.channels.get(module).cloned()
     }
 
+    /// The modules with a backend, sorted.
+    pub fn modules(&self) -> Vec<String> {
+        let mut modules: Vec<String> = self.channels.keys().cloned().collect();
+        modules.sort();
+        modules
+    }
+
     /// Whether `module` has a backend.
     pub fn has(&self, module: &str) -> bool {
         self.channels.contains_key(module)

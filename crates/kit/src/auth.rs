@@ -218,6 +218,24 @@ impl Authenticator {
         self.revocations.get()
     }
 
+    /// Fetches the keys now and replaces the cached set; returns how many keys there are. The
+    /// gateway calls it at start and every [`JWKS_TTL`], so tokens signed by a newly published
+    /// key verify without a first failed request.
+    pub async fn refresh_keys(&self) -> anyhow::Result<usize> {
+        let _serialised = self.refresh.lock().await;
+        let keys = self.source.fetch().await?;
+        let mut cache = self.cache.write().await;
+        cache.keys = keys.into_iter().map(|k| (k.kid, k.key)).collect();
+        cache.fetched_at = Some(Instant::now());
+        Ok(cache.keys.len())
+    }
+
+    /// How many keys are cached, or `None` before the first successful fetch.
+    pub async fn cached_keys(&self) -> Option<usize> {
+        let cache = self.cache.read().await;
+        cache.fetched_at.map(|_| cache.keys.len())
+    }
+
     async fn key(&self, kid: &str) -> Result<Option<VerifyingKey>> {
         {
             let cache = self.cache.read().await;

@@ -389,14 +389,25 @@ impl Harness {
             builder = builder.backend(module, url);
         }
         let gateway = builder.spawn().await.expect("the gateway starts");
-        Harness {
+        let harness = Harness {
             base: format!("http://{}", gateway.addr),
             admin: format!("http://{}", gateway.admin_addr),
             http: reqwest::Client::new(),
             config,
             gateway,
             resolve_calls,
-        }
+        };
+        harness.wait_ready().await;
+        harness
+    }
+
+    /// Waits until `/readyz` answers 200 (the first JWKS fetch runs in the background).
+    pub async fn wait_ready(&self) {
+        let url = self.url("/readyz");
+        trellis_kit::testing::wait_until(Duration::from_secs(10), || async {
+            self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
     }
 
     /// A public-port URL.
