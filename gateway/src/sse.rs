@@ -7,8 +7,9 @@
 //! - `id:` is the field marked `(trellis.common.v1.sse_id)` (on the message, or on the message
 //!   of the set case);
 //! - `: ping` after `SSE_HEARTBEAT` without data;
-//! - a backend error, or the credential's `exp`, ends the stream with `event: error` carrying the
-//!   envelope.
+//! - a backend error, the credential's `exp`, or the revocation of its session (re-checked every
+//!   second through kit's revocation check) ends the stream with `event: error` carrying the
+//!   envelope (`SESSION_REVOKED` for a revoked session).
 //!
 //! `Last-Event-ID` (header, or `last_event_id` in the query) fills the request's `last_event_id`;
 //! `access_token` in the query is accepted here only, because `EventSource` cannot send headers.
@@ -29,6 +30,7 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 use tonic::Code;
 use tonic::metadata::MetadataMap;
+use trellis_kit::auth::revocation::Revocations;
 
 use crate::auth;
 use crate::errors::ApiError;
@@ -139,11 +141,23 @@ fn streams_exhausted() -> ApiError {
     e
 }
 
+/// How often an open stream re-checks that its session is not revoked.
+pub const REVOCATION_CHECK: Duration = Duration::from_secs(1);
+
+/// The session behind a stream, re-checked every [`REVOCATION_CHECK`].
+struct Session {
+    revocations: Arc<Revocations>,
+    sid: String,
+    token: String,
+    next_check: tokio::time::Instant,
+}
+
 struct State {
     stream: tonic::Streaming<Bytes>,
     output: MessageDescriptor,
     heartbeat: Duration,
     expires: Option<tokio::time::Instant>,
+    session: Option<Session>,
     correlation_id: String,
     done: bool,
     _slot: Slot,
@@ -153,36 +167,57 @@ async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>,
     if state.done {
         return None;
     }
-    let expiry = async {
-        match state.expires {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    let text = tokio::select! {
-        biased;
-        () = expiry => {
-            state.done = true;
-            error_event(&token_expired(), &state.correlation_id)
-        }
-        message = state.stream.message() => match message {
-            Ok(Some(bytes)) => match DynamicMessage::decode(state.output.clone(), bytes) {
-                Ok(message) => event(&message),
-                Err(e) => {
-                    tracing::error!(correlation_id = %state.correlation_id, error = %e, "undecodable streamed message");
+    loop {
+        let expiry = async {
+            match state.expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let revocation_due = async {
+            match &state.session {
+                Some(session) => tokio::time::sleep_until(session.next_check).await,
+                None => std::future::pending().await,
+            }
+        };
+        let text = tokio::select! {
+            biased;
+            () = expiry => {
+                state.done = true;
+                error_event(&token_expired(), &state.correlation_id)
+            }
+            () = revocation_due => {
+                let Some(session) = state.session.as_mut() else { continue };
+                session.next_check = tokio::time::Instant::now() + REVOCATION_CHECK;
+                match session.revocations.check(&session.sid, &session.token).await {
+                    // A revoked session ends the stream (ARCHITECTURE §4: within one second).
+                    Err(e) if e.code() == Code::Unauthenticated => {
+                        state.done = true;
+                        error_event(&ApiError::from_kit(e), &state.correlation_id)
+                    }
+                    // While neither the feed nor identity can tell, an open stream stays open.
+                    _ => continue,
+                }
+            }
+            message = state.stream.message() => match message {
+                Ok(Some(bytes)) => match DynamicMessage::decode(state.output.clone(), bytes) {
+                    Ok(message) => event(&message),
+                    Err(e) => {
+                        tracing::error!(correlation_id = %state.correlation_id, error = %e, "undecodable streamed message");
+                        state.done = true;
+                        error_event(&ApiError::internal(), &state.correlation_id)
+                    }
+                },
+                Ok(None) => return None,
+                Err(status) => {
                     state.done = true;
-                    error_event(&ApiError::internal(), &state.correlation_id)
+                    error_event(&ApiError::from_status(&status), &state.correlation_id)
                 }
             },
-            Ok(None) => return None,
-            Err(status) => {
-                state.done = true;
-                error_event(&ApiError::from_status(&status), &state.correlation_id)
-            }
-        },
-        () = tokio::time::sleep(state.heartbeat) => ": ping\n\n".to_string(),
-    };
-    Some((Ok(Frame::data(Bytes::from(text))), state))
+            () = tokio::time::sleep(state.heartbeat) => ": ping\n\n".to_string(),
+        };
+        return Some((Ok(Frame::data(Bytes::from(text))), state));
+    }
 }
 
 fn event_stream_response(body: Body) -> Response<Body> {
@@ -251,14 +286,23 @@ pub async fn open(
         message.set_field(&field, Value::String(id));
     }
 
-    // The stream ends at the credential's expiry (Rule 46).
+    // The stream ends at the credential's expiry (Rule 46), or when its session is revoked.
     let mut expires = None;
+    let mut session = None;
     if let Some(credential) = &credential
         && let Some(token) = credential.header.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim())
         && let Ok(claims) = gateway.auth.verify(token).await
     {
         let left = claims.exp - chrono::Utc::now().timestamp();
         expires = Some(tokio::time::Instant::now() + Duration::from_secs(left.max(0) as u64));
+        if let (Some(revocations), Some(sid)) = (gateway.auth.revocations(), claims.sid) {
+            session = Some(Session {
+                revocations: revocations.clone(),
+                sid,
+                token: token.to_string(),
+                next_check: tokio::time::Instant::now() + REVOCATION_CHECK,
+            });
+        }
     }
 
     let metadata = MetadataMap::from_headers(forwarded(call, &parts.headers, credential.as_ref().map(|c| &c.header)));
@@ -283,6 +327,7 @@ pub async fn open(
         output: method.descriptor.output(),
         heartbeat: gateway.settings.sse_heartbeat,
         expires,
+        session,
         correlation_id: call.correlation_id.clone(),
         done: false,
         _slot: slot,

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
 use trellis_gateway::upstream::BytesCodec;
 use trellis_gateway::{Builder, GatewayConfig, Spawned};
+use trellis_kit::auth::revocation::Revocations;
 use trellis_kit::auth::{Claims, jwt};
 use trellis_kit::config::Config;
 use trellis_proto::trellis::identity::v1::api_key_service_server::{ApiKeyService, ApiKeyServiceServer};
@@ -372,6 +373,22 @@ impl Harness {
         backends: &[(&str, &str)],
         tune: impl FnOnce(&mut GatewayConfig),
     ) -> Harness {
+        Self::launch(widgets, redis, backends, None, tune).await
+    }
+
+    /// Default settings, with revoked sessions checked by `revocations`.
+    pub async fn start_with_revocations(revocations: Arc<Revocations>) -> Harness {
+        let widgets = spawn_widgets().await;
+        Self::launch(&widgets, &redis_url(), &[], Some(revocations), |_| {}).await
+    }
+
+    async fn launch(
+        widgets: &str,
+        redis: &str,
+        backends: &[(&str, &str)],
+        revocations: Option<Arc<Revocations>>,
+        tune: impl FnOnce(&mut GatewayConfig),
+    ) -> Harness {
         let mut config = Config::from_env();
         config.redis_url = redis.to_string();
         let (identity, resolve_calls) = spawn_token_service_for(&config).await;
@@ -387,6 +404,11 @@ impl Harness {
             Builder::new(config.clone(), settings).descriptors(pool().clone()).backend("widgets", widgets);
         for (module, url) in backends {
             builder = builder.backend(module, url);
+        }
+        if let Some(revocations) = revocations {
+            let auth = trellis_kit::auth::Authenticator::new(config.clone());
+            auth.attach_revocations(revocations);
+            builder = builder.authenticator(auth);
         }
         let gateway = builder.spawn().await.expect("the gateway starts");
         let harness = Harness {

@@ -205,3 +205,43 @@ async fn streams_beyond_the_replica_limit_get_503_with_retry_after() {
     }
     assert_eq!(reopened, StatusCode::OK);
 }
+
+/// Every session is active unless the denylist says otherwise (the feed's job in a cell).
+#[derive(Debug)]
+struct AllActive;
+
+impl trellis_kit::auth::revocation::SessionStatusSource for AllActive {
+    fn is_active<'a>(&'a self, _: &'a str, _: &'a str) -> futures::future::BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async { Ok(true) })
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_session_ends_its_stream_within_a_second() {
+    let revocations = trellis_kit::auth::revocation::Revocations::new(std::sync::Arc::new(AllActive));
+    let h = Harness::start_with_revocations(revocations.clone()).await;
+    let sid = uuid::Uuid::now_v7().to_string();
+    let token = h.token_with(|c| c.sid = Some(sid.clone()));
+    let response = open(&h, "count=1&idle_ms=10000", &token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    // The stream flows while the session is active.
+    let first = body.next().await.expect("a first frame").expect("bytes");
+    assert!(!first.is_empty());
+    revocations.note_revoked(&sid);
+    let revoked_at = Instant::now();
+    let mut text = String::new();
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), body.next()).await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("bytes")));
+    }
+    let elapsed = revoked_at.elapsed();
+    let items = parse(&text);
+    let last = items.iter().rev().find_map(|i| match i {
+        Item::Event { event, data, .. } => Some((event.clone(), data.clone())),
+        Item::Comment(_) => None,
+    });
+    let (event, data) = last.expect("an error event ends the stream");
+    assert_eq!(event, "error", "{text}");
+    assert_eq!(data["error"]["code"], "SESSION_REVOKED", "{data}");
+    assert!(elapsed < Duration::from_secs(3), "the stream ended after {elapsed:?}");
+}
