@@ -47,6 +47,14 @@ pub fn cookie_fields(message: &MessageDescriptor) -> Vec<(FieldDescriptor, Strin
         .collect()
 }
 
+/// Whether a call of `method` (at gRPC `path`) involves cookies: an annotated field in its request
+/// or response, or a method that clears them.
+pub fn involved(method: &prost_reflect::MethodDescriptor, path: &str) -> bool {
+    CLEARS_COOKIES.contains(&path)
+        || !cookie_fields(&method.input()).is_empty()
+        || !cookie_fields(&method.output()).is_empty()
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers

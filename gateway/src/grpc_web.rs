@@ -5,7 +5,9 @@
 //! response's data frames stream back and its trailers become a final frame flagged `0x80`
 //! (`grpc-status`, `grpc-message`, `grpc-status-details-bin`). Unary and server-streaming
 //! methods are served; client streaming cannot be expressed by browsers and answers
-//! UNIMPLEMENTED. Reachability and credentials follow the same rules as every surface.
+//! UNIMPLEMENTED. Reachability and credentials follow the same rules as every surface. Unary
+//! methods that carry the browser refresh cookie (Rule 29) are the exception: their message is
+//! decoded and re-encoded so the cookie and CSRF handling of `cookies` applies.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -19,9 +21,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use prost::Message;
+use prost_reflect::DynamicMessage;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 
 use crate::auth;
+use crate::cookies;
 use crate::errors::ApiError;
 use crate::http::{Body, BoxError, Call, Gateway, forwarded_grpc, full};
 use crate::ratelimit::Outcome;
@@ -201,6 +207,10 @@ async fn run(
     {
         headers.insert("grpc-timeout", v);
     }
+    if cookies::involved(&method.descriptor, &method.path) && unary {
+        let deadline = deadline.unwrap_or(gateway.settings.default_deadline);
+        return cookie_call(gateway, &method, &parts.headers, headers, frames, mode, deadline).await;
+    }
     let mut outgoing = Request::new(tonic::body::Body::new(http_body_util::Full::new(frames)));
     *outgoing.method_mut() = Method::POST;
     *outgoing.uri_mut() = parts.uri.clone();
@@ -218,6 +228,68 @@ async fn run(
         UpstreamError::Deadline => ApiError::deadline_exceeded(),
     })?;
     Ok(web_response(response, mode))
+}
+
+/// A unary call of a method that carries a cookie-annotated field (Rule 29): the message is
+/// decoded so the cookie can fill the request and the response field can move into a cookie,
+/// exactly as on REST, then re-encoded.
+async fn cookie_call(
+    gateway: &Gateway,
+    method: &crate::routes::MethodInfo,
+    incoming: &HeaderMap,
+    mut headers: HeaderMap,
+    frames: Bytes,
+    mode: Mode,
+    deadline: std::time::Duration,
+) -> Result<Response<Body>, ApiError> {
+    let bad = || ApiError::bad_request("The body is not one gRPC-web message frame");
+    if frames.len() < 5 || frames[0] != 0 {
+        return Err(bad());
+    }
+    let len = (&frames[1..5]).get_u32() as usize;
+    let payload = frames.get(5..5 + len).filter(|_| frames.len() == 5 + len).ok_or_else(bad)?;
+    let mut message = DynamicMessage::decode(method.descriptor.input(), payload)
+        .map_err(|_| ApiError::bad_request("The request message could not be decoded"))?;
+    let filled = cookies::fill_request(gateway, &mut message, incoming)?;
+    for name in [CONTENT_TYPE.as_str(), TE.as_str(), "grpc-timeout"] {
+        headers.remove(name);
+    }
+    let metadata = MetadataMap::from_headers(headers);
+    let answer =
+        gateway.upstreams.unary(&method.module, &method.path, message.encode_to_vec().into(), metadata, deadline).await;
+    let mut response_headers = HeaderMap::new();
+    let body = match answer {
+        Ok((_, bytes)) => {
+            let mut output = DynamicMessage::decode(method.descriptor.output(), bytes).map_err(|e| {
+                tracing::error!(method = %method.path, error = %e, "undecodable backend response");
+                ApiError::internal()
+            })?;
+            cookies::apply_response(gateway, &method.path, &mut output, incoming, filled, &mut response_headers);
+            let encoded = output.encode_to_vec();
+            let mut frame = BytesMut::with_capacity(5 + encoded.len());
+            frame.put_u8(0);
+            frame.put_u32(encoded.len() as u32);
+            frame.put_slice(&encoded);
+            let mut out = BytesMut::from(mode.encode(frame.freeze()).as_ref());
+            out.put_slice(&mode.encode(trailer_frame(&status_trailers(&Status::ok("")))));
+            out.freeze()
+        }
+        Err(e) => {
+            let status = match e {
+                UpstreamError::Status(status) => status,
+                UpstreamError::Unreachable => ApiError::unavailable(&method.module).to_status(),
+                UpstreamError::Deadline => ApiError::deadline_exceeded().to_status(),
+            };
+            if filled.from_cookie && status.code() == tonic::Code::Unauthenticated {
+                cookies::clear(gateway, &mut response_headers);
+            }
+            mode.encode(trailer_frame(&status_trailers(&status)))
+        }
+    };
+    let mut response = Response::new(full(body));
+    *response.headers_mut() = response_headers;
+    response.headers_mut().insert(CONTENT_TYPE, mode.content_type());
+    Ok(response)
 }
 
 /// The gRPC status an HTTP error status stands for (gRPC's HTTP-to-gRPC mapping).

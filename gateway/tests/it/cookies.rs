@@ -133,3 +133,62 @@ async fn a_browser_keeps_the_refresh_token_in_an_http_only_cookie_guarded_by_csr
     let (status, _, body) = b.post("/api/v1/auth/refresh", &logout, json!({})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the session is gone: {body}");
 }
+
+/// A gRPC-web binary call: (response headers, message payload if any, grpc-status).
+async fn grpc_web(
+    b: &Browser,
+    method: &str,
+    message: Vec<u8>,
+    headers: &[(&str, String)],
+) -> (HeaderMap, Option<bytes::Bytes>, String) {
+    let mut request = b
+        .http
+        .post(format!("{}/trellis.identity.v1.AuthService/{method}", b.base))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(crate::common::grpc_frame(&message));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.expect("request");
+    let headers = response.headers().clone();
+    let frames = crate::common::web_frames(response.bytes().await.expect("body"));
+    let data = frames.iter().find(|(flags, _)| *flags == 0).map(|(_, p)| p.clone());
+    let trailers = frames.iter().find(|(flags, _)| *flags == 0x80).map(|(_, p)| crate::common::web_trailers(p));
+    let status = trailers
+        .and_then(|t| t.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .unwrap_or_else(|| headers.get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("").to_string());
+    (headers, data, status)
+}
+
+#[tokio::test]
+async fn grpc_web_browsers_get_the_same_cookie_handling() {
+    use prost::Message;
+    use trellis_proto::trellis::identity::v1::{LoginRequest, LoginResponse, RefreshRequest, RefreshResponse};
+    let b = Browser::start().await;
+    let email = signed_up(&b).await;
+    let login = LoginRequest { email: email.clone(), password: PASSWORD.into() }.encode_to_vec();
+    let (headers, data, status) = grpc_web(&b, "Login", login, &[("origin", b.origin.clone())]).await;
+    assert_eq!(status, "0");
+    let answer = LoginResponse::decode(data.expect("a message")).expect("LoginResponse");
+    assert!(answer.refresh_token.is_empty() && !answer.access_token.is_empty(), "the token moved to the cookie");
+    let r1 = value(&set_cookie(&headers, "trellis_refresh").expect("refresh cookie"));
+    let csrf = value(&set_cookie(&headers, "trellis_csrf").expect("csrf cookie"));
+    let cookies = format!("trellis_refresh={r1}; trellis_csrf={csrf}");
+
+    let refresh = RefreshRequest::default().encode_to_vec();
+    let forged = [("origin", b.origin.clone()), ("cookie", cookies.clone()), ("x-csrf-token", "forged".into())];
+    let (_, _, status) = grpc_web(&b, "Refresh", refresh.clone(), &forged).await;
+    assert_eq!(status, "7", "PERMISSION_DENIED (CSRF_FAILED)");
+    let good = [("origin", b.origin.clone()), ("cookie", cookies), ("x-csrf-token", csrf)];
+    let (headers, data, status) = grpc_web(&b, "Refresh", refresh.clone(), &good).await;
+    assert_eq!(status, "0");
+    let answer = RefreshResponse::decode(data.expect("a message")).expect("RefreshResponse");
+    assert!(answer.refresh_token.is_empty() && !answer.access_token.is_empty());
+    let r2 = value(&set_cookie(&headers, "trellis_refresh").expect("rotated cookie"));
+    assert_ne!(r1, r2);
+    // Reusing R1 is refused and clears the cookies.
+    let (headers, _, status) = grpc_web(&b, "Refresh", refresh, &good).await;
+    assert_eq!(status, "16", "UNAUTHENTICATED");
+    assert!(set_cookie(&headers, "trellis_refresh").is_some_and(|c| c.contains("Max-Age=0")));
+}
