@@ -333,4 +333,41 @@ impl TokenService for TokenApi {
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
         Ok(Response::new(pb::GetJwksResponse { keys: self.identity.jwks().await? }))
     }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let keys = self.identity.rotate_signing_key(ctx).await?;
+        Ok(Response::new(rotation_to_proto(&keys)))
+    }
+}
+
+/// The wire form of the key states after a rotation request.
+pub fn rotation_to_proto(keys: &[crate::keys::KeyState]) -> pb::RotateSigningKeyResponse {
+    use crate::keys::KeyStatus;
+    let next = keys.iter().find(|k| k.status == KeyStatus::Next);
+    pb::RotateSigningKeyResponse {
+        next_kid: next.map(|k| k.kid.clone()).unwrap_or_default(),
+        activates_at: next.map(|k| timestamp(k.activate_after)),
+        keys: keys
+            .iter()
+            .map(|k| pb::SigningKey {
+                kid: k.kid.clone(),
+                status: match k.status {
+                    KeyStatus::Next => pb::SigningKeyStatus::Next,
+                    KeyStatus::Active => pb::SigningKeyStatus::Active,
+                    KeyStatus::Retiring => pb::SigningKeyStatus::Retiring,
+                    KeyStatus::Retired => pb::SigningKeyStatus::Retired,
+                }
+                .into(),
+                created_at: Some(timestamp(k.created_at)),
+                activate_after: (k.status == KeyStatus::Next).then(|| timestamp(k.activate_after)),
+                activated_at: k.activated_at.map(timestamp),
+                replaced_at: k.replaced_at.map(timestamp),
+                retires_at: k.retires_at.map(timestamp),
+            })
+            .collect(),
+    }
 }

@@ -15,7 +15,9 @@
 //! - [`sessions`]: Logout, LogoutAll, the session list, SwitchOrganization, GetSessionStatus.
 //! - [`revocation`]: announces revoked sessions on Redis (`trellis.revocations`) with a heartbeat.
 //! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
-//! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), JWKS.
+//! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), their
+//!   rotation schedule (next → active → retiring → retired) and the JWKS.
+//! - [`platform`]: who is a platform admin, and RotateSigningKey.
 //! - [`store`]: every query. Tenant tables (organizations, org_members, invitations) are only
 //!   touched inside a tenant transaction; global tables (users, sessions, refresh_tokens,
 //!   signing_keys) need none.
@@ -38,6 +40,7 @@ pub mod invitation;
 pub mod keys;
 pub mod organization;
 pub mod password;
+pub mod platform;
 pub mod recovery;
 pub mod revocation;
 pub mod sessions;
@@ -76,8 +79,13 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             settings.validate()?;
             let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
+            let rotation = identity
+                .keys
+                .clone()
+                .run_scheduler(identity.settings.signing_key_check_interval, runtime.shutdown.clone());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
+                .worker("signing-key-rotation", rotation)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))

@@ -7,5 +7,6 @@ mod invitations;
 mod jwks;
 mod lockout;
 mod recovery;
+mod rotation;
 mod sessions;
 mod tenancy;
