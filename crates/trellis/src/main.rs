@@ -181,6 +181,8 @@ async fn main() -> anyhow::Result<()> {
                     grpc: TcpListener::bind(grpc_addr).await?,
                     admin: TcpListener::bind(admin_addr).await?,
                     shutdown: shutdown.clone(),
+                    credentials: None,
+                    register_schema: true,
                 })
                 .await?;
                 handles.push(running.handle);

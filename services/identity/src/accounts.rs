@@ -38,8 +38,12 @@ pub struct Identity {
     pub(crate) settings: IdentityConfig,
     pub(crate) announcer: crate::revocation::Announcer,
     pub(crate) limiter: trellis_kit::ratelimit::RateLimiter,
-    issuer: String,
-    audience: String,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    /// The cell secret, from which service clients' secrets are derived.
+    pub(crate) cell_secret: String,
+    /// The permissions client (set by the module at start; `None` in tools without one).
+    pub(crate) authz: Option<trellis_kit::authz::Authz>,
 }
 
 /// Where a sign-in comes from (recorded on the session).
@@ -119,6 +123,8 @@ impl Identity {
             limiter,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
+            cell_secret: config.cell_secret.clone(),
+            authz: None,
         })
     }
 

@@ -10,6 +10,7 @@ use trellis_proto::trellis::identity::v1::auth_service_server::AuthService;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationService;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionService;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenService;
+use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryService;
 
 use crate::accounts::{Client, Identity, Registration, TokenPair};
 use crate::events::timestamp;
@@ -334,6 +335,19 @@ impl TokenService for TokenApi {
         Ok(Response::new(pb::GetJwksResponse { keys: self.identity.jwks().await? }))
     }
 
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<Response<pb::IssueServiceTokenResponse>, Status> {
+        let r = request.into_inner();
+        let access_token = self.identity.issue_service_token(&r.client_name, &r.client_secret, &r.org_id).await?;
+        Ok(Response::new(pb::IssueServiceTokenResponse {
+            access_token,
+            expires_in: crate::service_tokens::SERVICE_TOKEN_TTL.as_secs() as i32,
+            token_type: TOKEN_TYPE.into(),
+        }))
+    }
+
     async fn rotate_signing_key(
         &self,
         request: Request<pb::RotateSigningKeyRequest>,
@@ -369,5 +383,42 @@ pub fn rotation_to_proto(keys: &[crate::keys::KeyState]) -> pb::RotateSigningKey
                 retires_at: k.retires_at.map(timestamp),
             })
             .collect(),
+    }
+}
+
+/// `trellis.identity.v1.UserDirectoryService`.
+#[derive(Debug, Clone)]
+pub struct UserDirectoryApi {
+    identity: Arc<Identity>,
+}
+
+impl UserDirectoryApi {
+    /// Handlers over the shared state.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl UserDirectoryService for UserDirectoryApi {
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let users = self.identity.batch_get_users(ctx, &request.get_ref().user_ids).await?;
+        Ok(Response::new(pb::BatchGetUsersResponse {
+            users: users
+                .into_iter()
+                .map(|u| pb::UserSummary {
+                    id: u.id.to_string(),
+                    name: u.name,
+                    email: u.email,
+                    // Signed avatar URLs arrive with kit::blob.
+                    avatar_url: String::new(),
+                    status: u.status,
+                })
+                .collect(),
+        }))
     }
 }

@@ -18,6 +18,8 @@
 //! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), their
 //!   rotation schedule (next → active → retiring → retired) and the JWKS.
 //! - [`platform`]: who is a platform admin, and RotateSigningKey.
+//! - [`service_tokens`]: IssueServiceToken (secrets derived from the cell secret) and the
+//!   service-only BatchGetUsers.
 //! - [`store`]: every query. Tenant tables (organizations, org_members, invitations) are only
 //!   touched inside a tenant transaction; global tables (users, sessions, refresh_tokens,
 //!   signing_keys) need none.
@@ -43,6 +45,7 @@ pub mod password;
 pub mod platform;
 pub mod recovery;
 pub mod revocation;
+pub mod service_tokens;
 pub mod sessions;
 pub mod store;
 pub mod tokens;
@@ -55,6 +58,7 @@ use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
+use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryServiceServer;
 
 pub use accounts::Identity;
 pub use config::IdentityConfig;
@@ -77,7 +81,9 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             };
             settings.public_base_url = runtime.config.public_base_url.clone();
             settings.validate()?;
-            let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
+            let mut identity = Identity::start(runtime.db.clone(), &runtime.config, settings).await?;
+            identity.authz = Some(runtime.authz.clone());
+            let identity = Arc::new(identity);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
             let rotation = identity
                 .keys
@@ -89,6 +95,7 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
+                .grpc(UserDirectoryServiceServer::new(api::UserDirectoryApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
         })
     })

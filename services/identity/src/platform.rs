@@ -7,6 +7,7 @@
 //!   tooling uses), or
 //! - a user holding `platform:cell#administer` in the permissions service (spec, Permissions).
 
+use trellis_kit::authz::Ref;
 use trellis_kit::{Error, RequestContext, Result, Subject};
 
 use crate::Identity;
@@ -32,9 +33,17 @@ impl Identity {
         }
     }
 
-    /// Whether the permissions service grants `user_id` `platform:cell#administer`.
-    async fn is_platform_admin_user(&self, _ctx: &RequestContext, _user_id: uuid::Uuid) -> Result<bool> {
-        Ok(false)
+    /// Whether the permissions service grants `user_id` `platform:cell#administer` (the platform
+    /// scope is visible from any org, so the check runs in the caller's active org).
+    async fn is_platform_admin_user(&self, ctx: &RequestContext, user_id: uuid::Uuid) -> Result<bool> {
+        let Some(authz) = &self.authz else { return Ok(false) };
+        let org = ctx.org_id.unwrap_or(uuid::Uuid::nil());
+        let platform = Ref::new("platform", "cell");
+        let subject = Ref::new("user", user_id.to_string());
+        authz.check(org, &platform, "administer", &subject, None).await.map_err(|status| {
+            tracing::warn!(code = ?status.code(), "platform-admin check failed");
+            Error::unavailable("PERMISSIONS_UNAVAILABLE", "The permission check is unavailable; retry later")
+        })
     }
 
     /// RotateSigningKey: starts a rotation now. Returns every key, newest first.

@@ -501,6 +501,7 @@ pub async fn mark_invitation_accepted(conn: &mut PgConnection, id: Uuid, user_id
     Ok(())
 }
 
+pub mod directory;
 pub mod signing_keys;
 
 /// A signing key row with its sealed private key.

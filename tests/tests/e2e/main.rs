@@ -4,5 +4,6 @@
 mod common;
 mod keys;
 mod recovery;
+mod service_tokens;
 mod sessions;
 mod skeleton;

@@ -8,5 +8,6 @@ mod jwks;
 mod lockout;
 mod recovery;
 mod rotation;
+mod service_tokens;
 mod sessions;
 mod tenancy;
