@@ -344,6 +344,22 @@ impl Authenticator {
     }
 }
 
+/// What a service client's secret is derived under (see [`service_client_secret`]).
+pub const SERVICE_CLIENT_CONTEXT: &str = "trellis.service-client:";
+
+/// The client secret of service `name` in this cell: base64url(HMAC-SHA256(cell secret,
+/// `"trellis.service-client:" + name`)). Every service derives its own from `CELL_SECRET` and
+/// identity derives the same to check it, so no per-service secret has to be configured.
+pub fn service_client_secret(cell_secret: &str, name: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(cell_secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(SERVICE_CLIENT_CONTEXT.as_bytes());
+    mac.update(name.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 /// The bearer token of an `authorization` header, if any.
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -550,6 +566,17 @@ mod tests {
             let _ = auth.verify(&jwt::sign(&claims(), "bogus", &key(3))).await;
         }
         assert_eq!(source.fetches.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn service_client_secrets_are_hmacs_of_the_name_under_the_cell_secret() {
+        let a = service_client_secret("cell-secret", "tasks");
+        assert_eq!(a, service_client_secret("cell-secret", "tasks"));
+        assert_ne!(a, service_client_secret("cell-secret", "crm"));
+        assert_ne!(a, service_client_secret("other-cell", "tasks"));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"cell-secret").expect("key");
+        mac.update(b"trellis.service-client:tasks");
+        assert_eq!(a, URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
     }
 
     #[tokio::test]

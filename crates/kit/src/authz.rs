@@ -5,11 +5,18 @@
 //! therefore takes a [`Credentials`] source that returns a `service:<name>` token for an org
 //! (identity's IssueServiceToken in a cell; a test key in tests) and sends it with every call.
 //! Consistency: pass the newest `written_at` you hold as `at_least_as_fresh` to read your writes.
+//!
+//! Every module's [`crate::Runtime`] carries a ready client ([`crate::Runtime::authz`]) whose
+//! credentials are [`ServiceTokens`] (identity's IssueServiceToken with the module's derived
+//! secret; in `TestCell`, tokens signed by the test key). At start-up, `grpc::launch` registers
+//! the module's `schema.zed` in the background (see `register_schema`); readiness does not wait
+//! for it, since identity and permissions need each other to register.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -26,6 +33,63 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<String>> +
 /// Where the client gets a service token acting in `org` (`None`: no org, for WriteSchema).
 pub trait Credentials: Send + Sync + std::fmt::Debug {
     fn token(&self, org: Option<Uuid>) -> TokenFuture<'_>;
+}
+
+/// Service tokens from identity's `TokenService.IssueServiceToken`, one per org, each cached
+/// until [`TOKEN_REFRESH_MARGIN`] before it expires. The client secret is derived from the cell
+/// secret ([`crate::auth::service_client_secret`]).
+#[derive(Debug)]
+pub struct ServiceTokens {
+    client_name: String,
+    client_secret: String,
+    channel: Channel,
+    cache: tokio::sync::Mutex<HashMap<Option<Uuid>, (String, Instant)>>,
+}
+
+/// How long before expiry a cached service token is replaced.
+pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(30);
+
+impl ServiceTokens {
+    /// Tokens for service `name` from the identity at `config.urls.identity` (lazy connection).
+    pub fn new(config: &crate::config::Config, name: &str) -> anyhow::Result<Self> {
+        let channel = tonic::transport::Endpoint::from_shared(config.urls.identity.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            client_name: name.to_owned(),
+            client_secret: crate::auth::service_client_secret(&config.cell_secret, name),
+            channel,
+            cache: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn issue(&self, org: Option<Uuid>) -> anyhow::Result<String> {
+        use trellis_proto::trellis::identity::v1::IssueServiceTokenRequest;
+        use trellis_proto::trellis::identity::v1::token_service_client::TokenServiceClient;
+        // One lock: concurrent callers for the same org wait for one issue instead of many.
+        let mut cache = self.cache.lock().await;
+        if let Some((token, expires)) = cache.get(&org)
+            && Instant::now() + TOKEN_REFRESH_MARGIN < *expires
+        {
+            return Ok(token.clone());
+        }
+        let request = IssueServiceTokenRequest {
+            client_name: self.client_name.clone(),
+            client_secret: self.client_secret.clone(),
+            org_id: org.map(|o| o.to_string()).unwrap_or_default(),
+        };
+        let issued = TokenServiceClient::new(self.channel.clone()).issue_service_token(request).await?.into_inner();
+        let lifetime = Duration::from_secs(u64::try_from(issued.expires_in).unwrap_or(0));
+        cache.insert(org, (issued.access_token.clone(), Instant::now() + lifetime));
+        Ok(issued.access_token)
+    }
+}
+
+impl Credentials for ServiceTokens {
+    fn token(&self, org: Option<Uuid>) -> TokenFuture<'_> {
+        Box::pin(self.issue(org))
+    }
 }
 
 /// `type:id`, `type:id#relation` as the client speaks them.

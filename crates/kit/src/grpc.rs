@@ -22,6 +22,7 @@ use tonic_health::ServingStatus;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
+use crate::authz::{Authz, Credentials, ServiceTokens};
 use crate::config::Config;
 use crate::db::Db;
 use crate::events::{self, EventBus};
@@ -43,7 +44,16 @@ pub struct Launch {
     pub admin: TcpListener,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
+    /// Where the module's permissions client gets its service tokens; `None`: identity's
+    /// IssueServiceToken with the module's derived secret ([`crate::authz::ServiceTokens`]).
+    pub credentials: Option<Arc<dyn Credentials>>,
+    /// Whether to register the module's schema with the permissions service at start-up (in the
+    /// background: readiness does not wait, because identity and permissions need each other).
+    pub register_schema: bool,
 }
+
+/// The longest wait between two schema-registration attempts.
+pub const SCHEMA_RETRY_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A module that is serving.
 #[derive(Debug)]
@@ -61,16 +71,23 @@ pub struct Running {
 /// Connects the module's pool, starts it, its outbox relay, workers and consumers, and serves
 /// its gRPC and admin ports until `shutdown`.
 pub async fn launch(launch: Launch) -> anyhow::Result<Running> {
-    let Launch { module, config, auth, grpc, admin, shutdown } = launch;
+    let Launch { module, config, auth, grpc, admin, shutdown, credentials, register_schema } = launch;
     let name = module.name;
+    let schema = module.schema;
     let db = Db::connect(name, &config.db()).await?;
     let bus = EventBus::new(config.clone());
+    let credentials: Arc<dyn Credentials> = match credentials {
+        Some(credentials) => credentials,
+        None => Arc::new(ServiceTokens::new(&config, name)?),
+    };
+    let authz = Authz::new(&config.urls.permissions, credentials)?;
     let runtime = Runtime {
         name,
         db: db.clone(),
         config: config.clone(),
         auth: auth.clone(),
         events: bus.clone(),
+        authz: authz.clone(),
         shutdown: shutdown.clone(),
     };
     let service = module.start(runtime).await?;
@@ -88,6 +105,22 @@ pub async fn launch(launch: Launch) -> anyhow::Result<Running> {
     }
     for (worker, fut) in service.workers {
         tasks.push((format!("{name} {worker}"), tokio::spawn(fut)));
+    }
+    if let (true, Some(schema)) = (register_schema, schema) {
+        let stop = shutdown.clone();
+        let registration = async move {
+            tokio::select! {
+                _ = stop.cancelled() => Ok(()),
+                result = authz.register_schema(name, schema, SCHEMA_RETRY_MAX_WAIT) => match result {
+                    Ok(changed) => {
+                        tracing::info!(module = name, changed, "schema registered with permissions");
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::anyhow!("registering the schema of {name} was refused: {}", e.message())),
+                },
+            }
+        };
+        tasks.push((format!("{name} schema registration"), tokio::spawn(registration)));
     }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -76,6 +76,8 @@ pub struct Runtime {
     pub auth: Arc<Authenticator>,
     /// The cell's event exchange.
     pub events: EventBus,
+    /// The permissions client, acting as `service:<name>` with service tokens from identity.
+    pub authz: crate::authz::Authz,
     /// Cancelled on SIGTERM/Ctrl-C; workers stop when it fires.
     pub shutdown: CancellationToken,
 }

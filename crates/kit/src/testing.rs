@@ -150,6 +150,46 @@ impl TestKeys {
     }
 }
 
+/// Service tokens signed by the cell's test key, so modules' permissions clients work in tests
+/// without identity (a 5-minute `service:<name>` token per call).
+#[derive(Debug, Clone)]
+pub struct TestCredentials {
+    /// The key the cell's verifier trusts.
+    pub keys: TestKeys,
+    /// The cell's configuration (issuer, audience).
+    pub config: Arc<Config>,
+    /// The service name (`sub: service:<name>`).
+    pub service: &'static str,
+}
+
+impl TestKeys {
+    /// A 5-minute service token for `service`, acting in `org` when given.
+    pub fn service_token(&self, config: &Config, service: &str, org: Option<Uuid>) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(&Claims {
+            iss: config.jwt_issuer.clone(),
+            sub: format!("service:{service}"),
+            aud: config.jwt_audience.clone(),
+            exp: now + 300,
+            nbf: Some(now),
+            iat: now,
+            jti: Uuid::now_v7().to_string(),
+            org: org.map(|o| o.to_string()),
+            sid: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            plan: None,
+        })
+    }
+}
+
+impl crate::authz::Credentials for TestCredentials {
+    fn token(&self, org: Option<Uuid>) -> crate::authz::TokenFuture<'_> {
+        let token = self.keys.service_token(&self.config, self.service, org);
+        Box::pin(async move { Ok(token) })
+    }
+}
+
 /// Modules served in-process on ephemeral ports, sharing one fresh database and exchange.
 /// Everything stops when the cell is dropped.
 #[derive(Debug)]
@@ -204,9 +244,14 @@ impl TestCell {
             auth.attach_revocations(revocations);
         }
         let shutdown = CancellationToken::new();
+        // Schemas are registered as in a cell when the cell can accept them: permissions and
+        // identity (whose `organization` every other schema builds on) both run in it.
+        let register_schema =
+            modules.iter().any(|m| m.name == "permissions") && modules.iter().any(|m| m.name == "identity");
         let mut running = HashMap::new();
         for (module, (grpc, admin)) in modules.into_iter().zip(listeners) {
             let name = module.name;
+            let credentials = Arc::new(TestCredentials { keys: keys.clone(), config: config.clone(), service: name });
             let r = launch(Launch {
                 module,
                 config: config.clone(),
@@ -214,6 +259,8 @@ impl TestCell {
                 grpc,
                 admin,
                 shutdown: shutdown.clone(),
+                credentials: Some(credentials),
+                register_schema,
             })
             .await
             .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));

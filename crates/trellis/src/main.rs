@@ -48,6 +48,15 @@ enum Command {
         #[command(flatten)]
         config: Config,
     },
+    /// Start a JWT signing-key rotation now: publish a `next` key that identity activates one
+    /// publish lead (10 min) later. Acts on identity's database directly, so it works while
+    /// identity is down; prints every key and its status.
+    RotateSigningKey {
+        #[command(flatten)]
+        config: Config,
+        #[command(flatten)]
+        identity: trellis_identity::IdentityConfig,
+    },
     /// Create roles and schemas and apply migrations (all services when none are named).
     Migrate {
         /// Services to migrate; all when empty.
@@ -125,6 +134,24 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::RotateSigningKey { config, identity } => {
+            let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
+            let keys = trellis_identity::keys::rotate_from_cli(&config, &identity).await?;
+            println!("kid\tstatus\tcreated_at\tactivates/activated_at\tretires_at");
+            for k in keys {
+                let activation = k.activated_at.unwrap_or(k.activate_after);
+                let retires = k.retires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    k.kid,
+                    k.status.as_str(),
+                    k.created_at.to_rfc3339(),
+                    activation.to_rfc3339(),
+                    retires
+                );
+            }
+            Ok(())
+        }
         Command::Serve { services, config, identity, gateway } => {
             let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
             let config = Arc::new(config);
@@ -154,6 +181,8 @@ async fn main() -> anyhow::Result<()> {
                     grpc: TcpListener::bind(grpc_addr).await?,
                     admin: TcpListener::bind(admin_addr).await?,
                     shutdown: shutdown.clone(),
+                    credentials: None,
+                    register_schema: true,
                 })
                 .await?;
                 handles.push(running.handle);

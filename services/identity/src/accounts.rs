@@ -5,6 +5,7 @@
 //! after commit.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::Utc;
 use trellis_kit::config::Config;
@@ -33,12 +34,16 @@ pub const MAX_USER_AGENT_LEN: usize = 512;
 #[derive(Debug)]
 pub struct Identity {
     pub(crate) db: Db,
-    pub(crate) keys: Keys,
+    pub(crate) keys: Arc<Keys>,
     pub(crate) settings: IdentityConfig,
     pub(crate) announcer: crate::revocation::Announcer,
     pub(crate) limiter: trellis_kit::ratelimit::RateLimiter,
-    issuer: String,
-    audience: String,
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    /// The cell secret, from which service clients' secrets are derived.
+    pub(crate) cell_secret: String,
+    /// The permissions client (set by the module at start; `None` in tools without one).
+    pub(crate) authz: Option<trellis_kit::authz::Authz>,
 }
 
 /// Where a sign-in comes from (recorded on the session).
@@ -103,7 +108,7 @@ impl Identity {
             tracing::warn!("IDENTITY_ENCRYPTION_KEY is the development default; set a key of your own in a cell");
         }
         let encryption = EncryptionKey::from_base64(&settings.encryption_key)?;
-        let keys = Keys::start(db.clone(), encryption).await?;
+        let keys = Arc::new(Keys::start_with(db.clone(), encryption, settings.rotation_policy()).await?);
         // The dummy hash costs one Argon2id run: pay it now rather than in the first sign-in.
         tokio::task::spawn_blocking(password::dummy_hash).await?;
         let announcer = crate::revocation::Announcer::new(&config.redis_url)?;
@@ -118,6 +123,8 @@ impl Identity {
             limiter,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
+            cell_secret: config.cell_secret.clone(),
+            authz: None,
         })
     }
 

@@ -10,6 +10,7 @@ use trellis_proto::trellis::identity::v1::auth_service_server::AuthService;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationService;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionService;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenService;
+use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryService;
 
 use crate::accounts::{Client, Identity, Registration, TokenPair};
 use crate::events::timestamp;
@@ -332,5 +333,92 @@ impl TokenApi {
 impl TokenService for TokenApi {
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
         Ok(Response::new(pb::GetJwksResponse { keys: self.identity.jwks().await? }))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<Response<pb::IssueServiceTokenResponse>, Status> {
+        let r = request.into_inner();
+        let access_token = self.identity.issue_service_token(&r.client_name, &r.client_secret, &r.org_id).await?;
+        Ok(Response::new(pb::IssueServiceTokenResponse {
+            access_token,
+            expires_in: crate::service_tokens::SERVICE_TOKEN_TTL.as_secs() as i32,
+            token_type: TOKEN_TYPE.into(),
+        }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let keys = self.identity.rotate_signing_key(ctx).await?;
+        Ok(Response::new(rotation_to_proto(&keys)))
+    }
+}
+
+/// The wire form of the key states after a rotation request.
+pub fn rotation_to_proto(keys: &[crate::keys::KeyState]) -> pb::RotateSigningKeyResponse {
+    use crate::keys::KeyStatus;
+    let next = keys.iter().find(|k| k.status == KeyStatus::Next);
+    pb::RotateSigningKeyResponse {
+        next_kid: next.map(|k| k.kid.clone()).unwrap_or_default(),
+        activates_at: next.map(|k| timestamp(k.activate_after)),
+        keys: keys
+            .iter()
+            .map(|k| pb::SigningKey {
+                kid: k.kid.clone(),
+                status: match k.status {
+                    KeyStatus::Next => pb::SigningKeyStatus::Next,
+                    KeyStatus::Active => pb::SigningKeyStatus::Active,
+                    KeyStatus::Retiring => pb::SigningKeyStatus::Retiring,
+                    KeyStatus::Retired => pb::SigningKeyStatus::Retired,
+                }
+                .into(),
+                created_at: Some(timestamp(k.created_at)),
+                activate_after: (k.status == KeyStatus::Next).then(|| timestamp(k.activate_after)),
+                activated_at: k.activated_at.map(timestamp),
+                replaced_at: k.replaced_at.map(timestamp),
+                retires_at: k.retires_at.map(timestamp),
+            })
+            .collect(),
+    }
+}
+
+/// `trellis.identity.v1.UserDirectoryService`.
+#[derive(Debug, Clone)]
+pub struct UserDirectoryApi {
+    identity: Arc<Identity>,
+}
+
+impl UserDirectoryApi {
+    /// Handlers over the shared state.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl UserDirectoryService for UserDirectoryApi {
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let users = self.identity.batch_get_users(ctx, &request.get_ref().user_ids).await?;
+        Ok(Response::new(pb::BatchGetUsersResponse {
+            users: users
+                .into_iter()
+                .map(|u| pb::UserSummary {
+                    id: u.id.to_string(),
+                    name: u.name,
+                    email: u.email,
+                    // Signed avatar URLs arrive with kit::blob.
+                    avatar_url: String::new(),
+                    status: u.status,
+                })
+                .collect(),
+        }))
     }
 }

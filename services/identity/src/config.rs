@@ -53,6 +53,24 @@ pub struct IdentityConfig {
     /// The window of the sign-in rate limits.
     #[arg(long = "identity-login-rate-window", env = "IDENTITY_LOGIN_RATE_WINDOW", default_value = "15m", value_parser = parse_ttl)]
     pub login_rate_window: Duration,
+
+    /// How long a signing key is active before it is rotated (`30d`).
+    #[arg(long = "identity-signing-key-rotation", env = "IDENTITY_SIGNING_KEY_ROTATION", default_value = "30d", value_parser = parse_ttl)]
+    pub signing_key_rotation: Duration,
+
+    /// How long the next signing key is published in the JWKS before it signs (`10m`); longer
+    /// than verifiers cache the JWKS (5 min).
+    #[arg(long = "identity-signing-key-publish-lead", env = "IDENTITY_SIGNING_KEY_PUBLISH_LEAD", default_value = "10m", value_parser = parse_ttl)]
+    pub signing_key_publish_lead: Duration,
+
+    /// How long a replaced signing key stays published as `retiring` (`24h`); at least the
+    /// access-token lifetime, so no token outlives its key.
+    #[arg(long = "identity-signing-key-retiring", env = "IDENTITY_SIGNING_KEY_RETIRING", default_value = "24h", value_parser = parse_ttl)]
+    pub signing_key_retiring: Duration,
+
+    /// How often each replica runs the rotation schedule (`1m`; tests shorten it).
+    #[arg(long = "identity-signing-key-check-interval", env = "IDENTITY_SIGNING_KEY_CHECK_INTERVAL", default_value = "1m", value_parser = parse_ttl)]
+    pub signing_key_check_interval: Duration,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -66,6 +84,10 @@ impl std::fmt::Debug for IdentityConfig {
             .field("lockout_duration", &self.lockout_duration)
             .field("login_rate_limit", &self.login_rate_limit)
             .field("login_rate_window", &self.login_rate_window)
+            .field("signing_key_rotation", &self.signing_key_rotation)
+            .field("signing_key_publish_lead", &self.signing_key_publish_lead)
+            .field("signing_key_retiring", &self.signing_key_retiring)
+            .field("signing_key_check_interval", &self.signing_key_check_interval)
             .finish()
     }
 }
@@ -103,7 +125,24 @@ impl IdentityConfig {
         anyhow::ensure!(self.refresh_token_ttl >= Duration::from_secs(1), "REFRESH_TOKEN_TTL must be at least 1s");
         anyhow::ensure!(self.lockout_threshold >= 1, "IDENTITY_LOCKOUT_THRESHOLD must be at least 1");
         anyhow::ensure!(self.login_rate_limit >= 1, "IDENTITY_LOGIN_RATE_LIMIT must be at least 1");
+        anyhow::ensure!(
+            self.signing_key_retiring >= self.access_token_ttl,
+            "IDENTITY_SIGNING_KEY_RETIRING must be at least ACCESS_TOKEN_TTL, or tokens would outlive their key"
+        );
+        anyhow::ensure!(
+            self.signing_key_rotation > self.signing_key_publish_lead,
+            "IDENTITY_SIGNING_KEY_ROTATION must be longer than IDENTITY_SIGNING_KEY_PUBLISH_LEAD"
+        );
         Ok(())
+    }
+
+    /// The signing-key rotation schedule these settings describe.
+    pub fn rotation_policy(&self) -> crate::keys::RotationPolicy {
+        crate::keys::RotationPolicy {
+            period: self.signing_key_rotation,
+            publish_lead: self.signing_key_publish_lead,
+            retiring: self.signing_key_retiring,
+        }
     }
 
     /// Whether the development key is in use.

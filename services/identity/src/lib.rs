@@ -15,7 +15,11 @@
 //! - [`sessions`]: Logout, LogoutAll, the session list, SwitchOrganization, GetSessionStatus.
 //! - [`revocation`]: announces revoked sessions on Redis (`trellis.revocations`) with a heartbeat.
 //! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
-//! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), JWKS.
+//! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), their
+//!   rotation schedule (next → active → retiring → retired) and the JWKS.
+//! - [`platform`]: who is a platform admin, and RotateSigningKey.
+//! - [`service_tokens`]: IssueServiceToken (secrets derived from the cell secret) and the
+//!   service-only BatchGetUsers.
 //! - [`store`]: every query. Tenant tables (organizations, org_members, invitations) are only
 //!   touched inside a tenant transaction; global tables (users, sessions, refresh_tokens,
 //!   signing_keys) need none.
@@ -38,8 +42,10 @@ pub mod invitation;
 pub mod keys;
 pub mod organization;
 pub mod password;
+pub mod platform;
 pub mod recovery;
 pub mod revocation;
+pub mod service_tokens;
 pub mod sessions;
 pub mod store;
 pub mod tokens;
@@ -52,6 +58,7 @@ use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
+use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryServiceServer;
 
 pub use accounts::Identity;
 pub use config::IdentityConfig;
@@ -74,13 +81,21 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             };
             settings.public_base_url = runtime.config.public_base_url.clone();
             settings.validate()?;
-            let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
+            let mut identity = Identity::start(runtime.db.clone(), &runtime.config, settings).await?;
+            identity.authz = Some(runtime.authz.clone());
+            let identity = Arc::new(identity);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
+            let rotation = identity
+                .keys
+                .clone()
+                .run_scheduler(identity.settings.signing_key_check_interval, runtime.shutdown.clone());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
+                .worker("signing-key-rotation", rotation)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
+                .grpc(UserDirectoryServiceServer::new(api::UserDirectoryApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
         })
     })

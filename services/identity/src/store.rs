@@ -501,6 +501,9 @@ pub async fn mark_invitation_accepted(conn: &mut PgConnection, id: Uuid, user_id
     Ok(())
 }
 
+pub mod directory;
+pub mod signing_keys;
+
 /// A signing key row with its sealed private key.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SigningKeyRow {

@@ -56,9 +56,17 @@ pub const PASSWORD: &str = "correct horse battery staple 42";
 impl Platform {
     /// Migrates and starts the seven modules and the gateway.
     pub async fn start() -> Platform {
+        Self::start_with_identity(None).await
+    }
+
+    /// Like [`Platform::start`], with identity's settings given (shortened schedules).
+    pub async fn start_with_identity(identity: Option<trellis_identity::IdentityConfig>) -> Platform {
         let modules = SERVICES
             .iter()
-            .map(|name| trellis::module(name).unwrap_or_else(|| panic!("module {name} is not registered")))
+            .map(|name| match (*name, &identity) {
+                ("identity", Some(settings)) => trellis_identity::module_with(Some(settings.clone())),
+                _ => trellis::module(name).unwrap_or_else(|| panic!("module {name} is not registered")),
+            })
             .collect();
         let cell = TestCell::start(modules).await;
         let gateway = Builder::new(cell.config.clone(), GatewayConfig::from_env().without_practical_rate_limits())
@@ -93,6 +101,17 @@ impl Platform {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: body is not JSON ({e}): {text}"))
         };
         Answer { status, location, body }
+    }
+
+    /// One response header of an unauthenticated GET.
+    pub async fn http_head(&self, path: &str, header: &str) -> Option<String> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response.headers().get(header).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {

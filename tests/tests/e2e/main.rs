@@ -2,6 +2,8 @@
 //! client. They need the infrastructure `cargo xtask test` starts.
 
 mod common;
+mod keys;
 mod recovery;
+mod service_tokens;
 mod sessions;
 mod skeleton;

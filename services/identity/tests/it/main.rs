@@ -7,5 +7,7 @@ mod invitations;
 mod jwks;
 mod lockout;
 mod recovery;
+mod rotation;
+mod service_tokens;
 mod sessions;
 mod tenancy;
