@@ -54,6 +54,20 @@ impl TokenService for Tokens {
             }],
         }))
     }
+
+    async fn issue_service_token(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::IssueServiceTokenRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::IssueServiceTokenResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::RotateSigningKeyRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::RotateSigningKeyResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
 }
 
 /// The API keys the fake identity knows: key → (key id, scopes, plan).
