@@ -10,7 +10,8 @@
 //! credentials are [`ServiceTokens`] (identity's IssueServiceToken with the module's derived
 //! secret; in `TestCell`, tokens signed by the test key). At start-up, `grpc::launch` registers
 //! the module's `schema.zed` in the background (see `register_schema`); readiness does not wait
-//! for it, since identity and permissions need each other to register.
+//! for it, since identity and permissions need each other to register. [`register_scope_resources`]
+//! does the same for a module's API-key scope resources with identity.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -303,6 +304,54 @@ fn request<T>(message: T, token: &str) -> Result<Request<T>, tonic::Status> {
 
 fn reason(e: &tonic::Status) -> String {
     e.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+/// Registers a module's API-key scope resources with identity (`ApiKeyService.
+/// RegisterScopeResources`, an idempotent upsert), as `service:<module>` through `credentials`,
+/// retrying with backoff (up to `max_wait`) while identity is unavailable. Returns how many
+/// resources were new or changed.
+pub async fn register_scope_resources(
+    identity_url: &str,
+    credentials: &dyn Credentials,
+    resources: &[(&str, &str)],
+    max_wait: Duration,
+) -> Result<i32, tonic::Status> {
+    use trellis_proto::trellis::identity::v1::api_key_service_client::ApiKeyServiceClient;
+    use trellis_proto::trellis::identity::v1::{RegisterScopeResourcesRequest, ScopeResource};
+    let channel = Channel::from_shared(identity_url.to_owned())
+        .map_err(|e| tonic::Status::invalid_argument(format!("identity URL: {e}")))?
+        .connect_lazy();
+    let message = RegisterScopeResourcesRequest {
+        resources: resources
+            .iter()
+            .map(|(resource, description)| ScopeResource {
+                resource: (*resource).to_owned(),
+                description: (*description).to_owned(),
+            })
+            .collect(),
+    };
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let token = credentials
+                .token(None)
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("no service token: {e}")))?;
+            let r = ApiKeyServiceClient::new(channel.clone())
+                .register_scope_resources(request(message.clone(), &token)?)
+                .await?;
+            Ok::<_, tonic::Status>(r.into_inner().changed)
+        };
+        match attempt.await {
+            Ok(changed) => return Ok(changed),
+            Err(e) if retryable(&e) => {
+                tracing::info!(code = ?e.code(), "scope-resource registration retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(max_wait);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Errors worth retrying during start-up registration.

@@ -50,6 +50,9 @@ pub struct Launch {
     /// Whether to register the module's schema with the permissions service at start-up (in the
     /// background: readiness does not wait, because identity and permissions need each other).
     pub register_schema: bool,
+    /// Whether to register the module's API-key scope resources with identity at start-up (in
+    /// the background, retried while identity is unavailable).
+    pub register_scope_resources: bool,
 }
 
 /// The longest wait between two schema-registration attempts.
@@ -71,16 +74,18 @@ pub struct Running {
 /// Connects the module's pool, starts it, its outbox relay, workers and consumers, and serves
 /// its gRPC and admin ports until `shutdown`.
 pub async fn launch(launch: Launch) -> anyhow::Result<Running> {
-    let Launch { module, config, auth, grpc, admin, shutdown, credentials, register_schema } = launch;
+    let Launch { module, config, auth, grpc, admin, shutdown, credentials, register_schema, register_scope_resources } =
+        launch;
     let name = module.name;
     let schema = module.schema;
+    let scope_resources = module.scope_resources;
     let db = Db::connect(name, &config.db()).await?;
     let bus = EventBus::new(config.clone());
     let credentials: Arc<dyn Credentials> = match credentials {
         Some(credentials) => credentials,
         None => Arc::new(ServiceTokens::new(&config, name)?),
     };
-    let authz = Authz::new(&config.urls.permissions, credentials)?;
+    let authz = Authz::new(&config.urls.permissions, credentials.clone())?;
     let runtime = Runtime {
         name,
         db: db.clone(),
@@ -121,6 +126,21 @@ pub async fn launch(launch: Launch) -> anyhow::Result<Running> {
             }
         };
         tasks.push((format!("{name} schema registration"), tokio::spawn(registration)));
+    }
+    if register_scope_resources && !scope_resources.is_empty() {
+        let stop = shutdown.clone();
+        let url = config.urls.identity.clone();
+        let registration = async move {
+            tokio::select! {
+                _ = stop.cancelled() => Ok(()),
+                result = crate::authz::register_scope_resources(&url, credentials.as_ref(), scope_resources, SCHEMA_RETRY_MAX_WAIT) => {
+                    result.map_err(|e| anyhow::anyhow!("registering the scope resources of {name} was refused: {}", e.message()))?;
+                    tracing::info!(module = name, "scope resources registered with identity");
+                    Ok(())
+                }
+            }
+        };
+        tasks.push((format!("{name} scope-resource registration"), tokio::spawn(registration)));
     }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

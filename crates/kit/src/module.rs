@@ -32,6 +32,9 @@ pub struct Module {
     /// The module's authorization schema (`schema.zed`), registered with the permissions service
     /// at start-up (see [`crate::authz::Authz::register_schema`]).
     pub schema: Option<&'static str>,
+    /// The API-key scope resources the module's methods declare (`tasks`, ...), as
+    /// `(resource, description)`; registered with identity at start-up (spec rule 13).
+    pub scope_resources: &'static [(&'static str, &'static str)],
     start: Box<dyn FnOnce(Runtime) -> StartFuture + Send>,
 }
 
@@ -48,12 +51,18 @@ impl Module {
         migrator: &'static Migrator,
         start: impl FnOnce(Runtime) -> StartFuture + Send + 'static,
     ) -> Self {
-        Self { name, migrator, schema: None, start: Box::new(start) }
+        Self { name, migrator, schema: None, scope_resources: &[], start: Box::new(start) }
     }
 
     /// Declares the module's `schema.zed` (`include_str!("../schema.zed")`).
     pub fn with_schema(mut self, schema: &'static str) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Declares the module's API-key scope resources (`&[("tasks", "Boards and tasks")]`).
+    pub fn with_scope_resources(mut self, resources: &'static [(&'static str, &'static str)]) -> Self {
+        self.scope_resources = resources;
         self
     }
 

@@ -248,6 +248,8 @@ impl TestCell {
         // identity (whose `organization` every other schema builds on) both run in it.
         let register_schema =
             modules.iter().any(|m| m.name == "permissions") && modules.iter().any(|m| m.name == "identity");
+        // Scope resources need only identity.
+        let register_scope_resources = modules.iter().any(|m| m.name == "identity");
         let mut running = HashMap::new();
         for (module, (grpc, admin)) in modules.into_iter().zip(listeners) {
             let name = module.name;
@@ -261,6 +263,7 @@ impl TestCell {
                 shutdown: shutdown.clone(),
                 credentials: Some(credentials),
                 register_schema,
+                register_scope_resources,
             })
             .await
             .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));

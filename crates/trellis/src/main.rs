@@ -183,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
                     shutdown: shutdown.clone(),
                     credentials: None,
                     register_schema: true,
+                    register_scope_resources: true,
                 })
                 .await?;
                 handles.push(running.handle);

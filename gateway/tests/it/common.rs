@@ -70,6 +70,20 @@ impl TokenService for Tokens {
             }],
         }))
     }
+
+    async fn issue_service_token(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::IssueServiceTokenRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::IssueServiceTokenResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::RotateSigningKeyRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::RotateSigningKeyResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
 }
 
 /// The API keys the fake identity knows: key → (key id, scopes, plan).
@@ -106,6 +120,41 @@ struct Keys {
 
 #[tonic::async_trait]
 impl ApiKeyService for Keys {
+    async fn create_api_key(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::CreateApiKeyRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::CreateApiKeyResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
+
+    async fn list_api_keys(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::ListApiKeysRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::ListApiKeysResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
+
+    async fn get_api_key(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::GetApiKeyRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::GetApiKeyResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::RevokeApiKeyRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
+
+    async fn register_scope_resources(
+        &self,
+        _: Request<trellis_proto::trellis::identity::v1::RegisterScopeResourcesRequest>,
+    ) -> Result<Response<trellis_proto::trellis::identity::v1::RegisterScopeResourcesResponse>, Status> {
+        Err(Status::unimplemented("not part of the fake identity"))
+    }
+
     async fn resolve_api_key(
         &self,
         request: Request<ResolveApiKeyRequest>,

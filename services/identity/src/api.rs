@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use trellis_kit::RequestContext;
 use trellis_proto::trellis::identity::v1 as pb;
+use trellis_proto::trellis::identity::v1::api_key_service_server::ApiKeyService;
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthService;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationService;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionService;
@@ -420,5 +421,116 @@ impl UserDirectoryService for UserDirectoryApi {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// The wire form of an API key (never the key itself).
+fn api_key_to_proto(k: &store::api_keys::ApiKeyRow) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.to_string(),
+        name: k.name.clone(),
+        prefix: k.key_prefix.clone(),
+        scopes: k.scopes.clone(),
+        role: Role::parse(&k.role).map_or(pb::OrgRole::Unspecified, Role::to_proto).into(),
+        expires_at: Some(timestamp(k.expires_at)),
+        last_used_at: k.last_used_at.map(timestamp),
+        created_by: k.created_by.to_string(),
+        created_at: Some(timestamp(k.created_at)),
+        revoked_at: k.revoked_at.map(timestamp),
+    }
+}
+
+/// `trellis.identity.v1.ApiKeyService`.
+#[derive(Debug, Clone)]
+pub struct ApiKeyApi {
+    identity: Arc<Identity>,
+}
+
+impl ApiKeyApi {
+    /// Handlers over the shared state.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self { identity }
+    }
+}
+
+#[tonic::async_trait]
+impl ApiKeyService for ApiKeyApi {
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let expires_at = r.expires_at.map(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32));
+        let req = crate::api_keys::NewKeyRequest {
+            name: r.name,
+            scopes: r.scopes,
+            role: match pb::OrgRole::try_from(r.role) {
+                Ok(pb::OrgRole::Unspecified) => Ok(None),
+                Ok(role) => Role::from_proto(role).map(Some).ok_or(r.role),
+                Err(_) => Err(r.role),
+            },
+            // An out-of-range timestamp is as invalid as a past one.
+            expires_at: expires_at.map(|t| t.unwrap_or(chrono::DateTime::UNIX_EPOCH)),
+        };
+        let (row, key) = self.identity.create_api_key(&ctx, req).await?;
+        Ok(Response::new(pb::CreateApiKeyResponse { api_key: Some(api_key_to_proto(&row)), key }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let r = request.get_ref();
+        let (rows, next_page_token, total) = self.identity.list_api_keys(ctx, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: rows.iter().map(api_key_to_proto).collect(),
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn get_api_key(
+        &self,
+        request: Request<pb::GetApiKeyRequest>,
+    ) -> Result<Response<pb::GetApiKeyResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let row = self.identity.get_api_key(ctx, &request.get_ref().id).await?;
+        Ok(Response::new(pb::GetApiKeyResponse { api_key: Some(api_key_to_proto(&row)) }))
+    }
+
+    async fn revoke_api_key(&self, request: Request<pb::RevokeApiKeyRequest>) -> Result<Response<()>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        self.identity.revoke_api_key(ctx, &request.get_ref().id).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn resolve_api_key(
+        &self,
+        request: Request<pb::ResolveApiKeyRequest>,
+    ) -> Result<Response<pb::ResolveApiKeyResponse>, Status> {
+        let ip = client(&request).ip.map(|ip| ip.to_string());
+        let resolved = self.identity.resolve_api_key(&request.get_ref().key, ip.as_deref()).await?;
+        Ok(Response::new(pb::ResolveApiKeyResponse {
+            api_key: Some(pb::ResolvedApiKey {
+                id: resolved.key.id.to_string(),
+                org_id: resolved.key.org_id.to_string(),
+                scopes: resolved.key.scopes.clone(),
+                expires_at: Some(timestamp(resolved.key.expires_at)),
+            }),
+            access_token: resolved.access_token,
+        }))
+    }
+
+    async fn register_scope_resources(
+        &self,
+        request: Request<pb::RegisterScopeResourcesRequest>,
+    ) -> Result<Response<pb::RegisterScopeResourcesResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let resources: Vec<(String, String)> =
+            request.get_ref().resources.iter().map(|r| (r.resource.clone(), r.description.clone())).collect();
+        let changed = self.identity.register_scope_resources(ctx, &resources).await?;
+        Ok(Response::new(pb::RegisterScopeResourcesResponse { changed: i32::try_from(changed).unwrap_or(i32::MAX) }))
     }
 }

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`api`]: gRPC handlers (`AuthService`, `InvitationService`, `TokenService`); translate proto
 //!   <-> domain and call one domain function. No SQL here.
+//! - [`api_keys`]: API keys (create, list, revoke, the gateway's ResolveApiKey) and the registry
+//!   of scope resources their scopes must name.
 //! - [`accounts`]: the sign-up and sign-in flows: Register, Login, Refresh. Holds [`Identity`], the
 //!   state every handler shares.
 //! - [`invitation`]: creating invitations, and the rules for accepting one.
@@ -35,6 +37,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod api_keys;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -54,6 +57,7 @@ pub mod user;
 use std::sync::Arc;
 
 use trellis_kit::{Module, Service};
+use trellis_proto::trellis::identity::v1::api_key_service_server::ApiKeyServiceServer;
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
@@ -83,6 +87,7 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             settings.validate()?;
             let mut identity = Identity::start(runtime.db.clone(), &runtime.config, settings).await?;
             identity.authz = Some(runtime.authz.clone());
+            identity.register_own_scope_resources().await?;
             let identity = Arc::new(identity);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
             let rotation = identity
@@ -95,6 +100,7 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
+                .grpc(ApiKeyServiceServer::new(api::ApiKeyApi::new(identity.clone())))
                 .grpc(UserDirectoryServiceServer::new(api::UserDirectoryApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
         })

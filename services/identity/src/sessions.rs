@@ -175,11 +175,17 @@ impl Identity {
             }
         }
         let ids: Vec<Uuid> = sids.iter().filter_map(|s| s.parse().ok()).collect();
-        let rows = store::live_session_ids(self.db.pool(), &ids).await?;
+        let mut rows = store::live_session_ids(self.db.pool(), &ids).await?;
+        // `key:<id>`: API keys (active while neither revoked nor expired).
+        let key_ids: Vec<Uuid> =
+            sids.iter().filter_map(|s| s.strip_prefix("key:")).filter_map(|id| id.parse().ok()).collect();
+        let key_rows = self.api_key_statuses(&key_ids).await?;
+        rows.extend(key_rows.iter().cloned());
         Ok(sids
             .iter()
             .map(|sid| {
-                let row = sid.parse::<Uuid>().ok().and_then(|id| rows.iter().find(|r| r.0 == id));
+                let id = sid.strip_prefix("key:").unwrap_or(sid);
+                let row = id.parse::<Uuid>().ok().and_then(|id| rows.iter().find(|r| r.0 == id));
                 SessionStatus { sid: sid.clone(), active: row.is_some_and(|r| r.2), revoked_at: row.and_then(|r| r.1) }
             })
             .collect())

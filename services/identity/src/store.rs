@@ -501,6 +501,7 @@ pub async fn mark_invitation_accepted(conn: &mut PgConnection, id: Uuid, user_id
     Ok(())
 }
 
+pub mod api_keys;
 pub mod directory;
 pub mod signing_keys;
 

@@ -67,4 +67,8 @@ pub fn module() -> Module {
                 .grpc(TimeServiceServer::new(api)))
         })
     })
+    .with_scope_resources(SCOPE_RESOURCES)
 }
+
+/// The API-key scope resources of tasks (spec rule 13), registered with identity at start-up.
+pub const SCOPE_RESOURCES: &[(&str, &str)] = &[("tasks", "Boards, tasks, checklists and time entries")];

@@ -1,6 +1,7 @@
 //! End-to-end tests: every module and the gateway in one process, driven over HTTP like a
 //! client. They need the infrastructure `cargo xtask test` starts.
 
+mod api_keys;
 mod common;
 mod keys;
 mod recovery;

@@ -63,8 +63,10 @@ async fn only_platform_admins_may_rotate() {
     let id = identity().await;
     let user = id.register("not-admin@example.com", "Nadia").await;
     let request = || pb::RotateSigningKeyRequest {};
-    let denied = id.tokens.clone().rotate_signing_key(bearer(request(), &user.access_token)).await;
-    assert_eq!(failure(denied), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
+    // A user needs platform:cell#administer from permissions; this cell runs no permissions
+    // service, so the check cannot be answered and the call fails closed (never a silent yes).
+    let undecided = id.tokens.clone().rotate_signing_key(bearer(request(), &user.access_token)).await;
+    assert_eq!(failure(undecided), (Code::Unavailable, "PERMISSIONS_UNAVAILABLE".into()));
     let other_service = id.tokens.clone().rotate_signing_key(bearer(request(), &service_token(&id, "tasks"))).await;
     assert_eq!(failure(other_service), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
     let anonymous = id.tokens.clone().rotate_signing_key(request()).await;
@@ -161,4 +163,32 @@ async fn the_schedule_rotates_on_its_own() {
     let refreshed = id.refresh(&registered.refresh_token).await.expect("refresh");
     assert_ne!(kid(&refreshed.access_token), first);
     assert!(published(&id).await.contains(&kid(&refreshed.access_token)));
+}
+
+#[tokio::test]
+async fn the_cli_rotation_works_on_the_database_and_the_service_activates_it() {
+    let id = identity().await;
+    let registered = id.register("cli@example.com", "Cleo").await;
+    let old_kid = kid(&registered.access_token);
+    // What `trellis rotate-signing-key` runs, with the cell's settings.
+    let mut settings = trellis_identity::IdentityConfig::from_env().expect("settings");
+    settings.signing_key_publish_lead = Duration::from_secs(2);
+    let keys = trellis_identity::keys::rotate_from_cli(&id.cell.config, &settings).await.expect("rotate");
+    let next = keys.iter().find(|k| k.status == trellis_identity::keys::KeyStatus::Next).expect("a next key");
+    assert_ne!(next.kid, old_kid);
+    assert_eq!(published(&id).await, HashSet::from([old_kid.clone(), next.kid.clone()]));
+    // The running service activates it on schedule.
+    let new_kid = next.kid.clone();
+    let mut refresh_token = registered.refresh_token;
+    let mut activated = false;
+    for _ in 0..100 {
+        let refreshed = id.refresh(&refresh_token).await.expect("refresh");
+        refresh_token = refreshed.refresh_token;
+        if kid(&refreshed.access_token) == new_kid {
+            activated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(activated, "the service did not activate the key the command published");
 }
