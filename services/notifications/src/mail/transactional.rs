@@ -313,6 +313,7 @@ impl Mail {
         let recipient_name =
             mail.recipient_name.clone().or_else(|| known.as_ref().map(|r| r.display_name.clone())).unwrap_or_default();
         let mut vars = mail.vars.clone();
+        vars.entry("email").or_insert_with(|| json!(to));
         vars.insert("org_name".into(), json!(mail.org_name.clone().unwrap_or_else(|| self.product_name())));
         vars.insert("recipient_name".into(), json!(recipient_name));
         vars.insert("app_url".into(), json!(self.app_url));

@@ -242,3 +242,45 @@ async fn without_an_smtp_server_mail_is_written_to_files_that_sort_by_time() {
     assert_eq!(kept, "file");
     let _ = std::fs::remove_dir_all(&settings.mail_dir);
 }
+
+#[tokio::test]
+async fn security_alerts_reach_the_address_identity_last_announced_for_the_user() {
+    use trellis_proto::trellis::identity::v1::{EmailChanged, PasswordChangeMethod, PasswordChanged, UserRegistered};
+
+    let smtp = SmtpCapture::start().await;
+    let settings = settings(Some(smtp.url()), "1m");
+    let cell = cell(&settings).await;
+    let (org, user) = (Uuid::now_v7(), Uuid::now_v7());
+    let ctx = RequestContext::system(Uuid::nil(), "test".to_string());
+    let changed = PasswordChanged { user_id: user.to_string(), via: PasswordChangeMethod::Change.into() };
+
+    // A user this service never heard of: nothing to address, nothing fails.
+    deliver(&cell, &settings, &event(Uuid::nil(), &ctx, "identity.user.password_changed", &changed)).await;
+    let registered = UserRegistered {
+        user_id: user.to_string(),
+        email: "hal@example.com".into(),
+        first_name: "Hal".into(),
+        ..Default::default()
+    };
+    deliver(&cell, &settings, &event(org, &ctx, "identity.user.registered", &registered)).await;
+    smtp.wait_for("hal@example.com", Duration::from_secs(15)).await;
+    deliver(&cell, &settings, &event(Uuid::nil(), &ctx, "identity.user.password_changed", &changed)).await;
+    let alert = smtp.wait_for_nth("hal@example.com", 2, Duration::from_secs(15)).await;
+    assert_eq!(alert.subject(), "Your password was changed");
+    assert!(alert.body().contains("Hi Hal,") && alert.body().contains("hal@example.com"), "{}", alert.body());
+
+    // After an email change, alerts go to the new address; the old one is told of the change.
+    let moved = EmailChanged {
+        user_id: user.to_string(),
+        email: "hal@new.example".into(),
+        previous_email: "hal@example.com".into(),
+    };
+    deliver(&cell, &settings, &event(Uuid::nil(), &ctx, "identity.user.email_changed", &moved)).await;
+    let notice = smtp.wait_for_nth("hal@example.com", 3, Duration::from_secs(15)).await;
+    assert_eq!(notice.subject(), "Your email address was changed");
+    assert!(notice.body().contains("hal@new.example"));
+    deliver(&cell, &settings, &event(Uuid::nil(), &ctx, "identity.user.password_changed", &changed)).await;
+    let alert = smtp.wait_for("hal@new.example", Duration::from_secs(15)).await;
+    assert_eq!(alert.subject(), "Your password was changed");
+    assert!(failures_published(&cell).await.is_empty());
+}
