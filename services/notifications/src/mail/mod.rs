@@ -26,7 +26,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use lettre::message::{Mailbox, MultiPart, header};
+use lettre::message::{Mailbox, MultiPart, SinglePart, header};
 use uuid::Uuid;
 
 use crate::config::NotificationsConfig;
@@ -120,9 +120,22 @@ pub fn format_message(
         .subject(rendered.subject.clone())
         .message_id(Some(message_id(config, id)))
         .header(header::MIME_VERSION_1_0)
-        .multipart(MultiPart::alternative_plain_html(rendered.text.clone(), rendered.html.clone()))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(part(header::ContentType::TEXT_PLAIN, &rendered.text))
+                .singlepart(part(header::ContentType::TEXT_HTML, &rendered.html)),
+        )
         .map_err(|e| format!("building the message: {e}"))?;
     Ok((envelope, message.formatted()))
+}
+
+/// A UTF-8 body part, always quoted-printable: readable in a `.eml` file, safe on any SMTP
+/// server (no 8BITMIME needed, lines within limits).
+fn part(content_type: header::ContentType, body: &str) -> SinglePart {
+    SinglePart::builder()
+        .header(content_type)
+        .header(header::ContentTransferEncoding::QuotedPrintable)
+        .body(body.to_string())
 }
 
 /// `<{id}@{EMAIL_DOMAIN}>`: the `Message-ID`, also recorded as `email_log.provider_message_id`.
@@ -155,6 +168,7 @@ mod tests {
         assert!(text.contains("From: \"Acme Inc\" <no-reply@trellis.localhost>"), "{text}");
         assert!(text.contains("Subject: Reset your password"), "{text}");
         assert!(text.contains("multipart/alternative") && text.contains("text/plain") && text.contains("text/html"));
+        assert_eq!(text.matches("Content-Transfer-Encoding: quoted-printable").count(), 2, "{text}");
     }
 
     #[test]
