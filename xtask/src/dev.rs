@@ -2,7 +2,8 @@
 //!
 //! Postgres, Redis and RabbitMQ keep their data under `.trellis/` (or `$TRELLIS_DEV_DIR`) on fixed
 //! loopback ports; `trellis migrate` then `trellis serve all` run against them; the demo data is
-//! seeded through the public REST API. Ctrl-C, or `trellis` exiting, stops everything.
+//! seeded through the public REST API. Mail goes to `.trellis/mail/` (one `.eml` file per
+//! message) unless `SMTP_URL` is set. Ctrl-C, or `trellis` exiting, stops everything.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -211,15 +212,43 @@ fn dev_env(infra: &Infra) -> Vec<(String, String)> {
         ("GATEWAY_LISTEN", "127.0.0.1:8080".to_string()),
         ("GATEWAY_ADMIN_LISTEN", "127.0.0.1:9060".to_string()),
         ("BIND_HOST", "127.0.0.1".to_string()),
+        ("MAIL_DIR", mail_dir(infra).display().to_string()),
     ]
     .map(|(k, v)| (k.to_string(), v))
     .into()
 }
 
+/// Where the notifications service writes mail in dev (when `SMTP_URL` is not set).
+fn mail_dir(infra: &Infra) -> PathBuf {
+    infra.dir().join("mail")
+}
+
+/// Whether mail goes to an SMTP server the developer configured instead of the mail directory.
+fn smtp_configured() -> bool {
+    std::env::var("SMTP_URL").is_ok_and(|url| !url.trim().is_empty())
+}
+
 /// Seeds the demo organization through the public REST API, the way a user would sign up.
 /// Re-running is harmless: a 409 means the user is already there. Returns a summary.
 pub fn seed(gateway: &str, infra: &Infra) -> Result<String> {
-    let owner = seed_owner(gateway)?;
+    let mut owner = seed_owner(gateway)?;
+    if owner.starts_with("created") && !smtp_configured() {
+        // Alice confirms her address from the verification email, as she would from her inbox
+        // (inviting teammates needs a verified email).
+        let verified = token_from_mail(&mail_dir(infra), DEMO_OWNER, "verify-email?token=", Duration::from_secs(20))
+            .and_then(|token| {
+                http::post_json(
+                    &format!("{gateway}/api/v1/auth/verify-email"),
+                    &json!({"token": token}),
+                    Duration::from_secs(10),
+                )
+            });
+        match verified {
+            Ok(answer) if answer.status == 200 => owner.push_str(", email verified from the mail"),
+            Ok(answer) => owner.push_str(&format!(", email not verified ({})", answer.status)),
+            Err(e) => owner.push_str(&format!(", email not verified ({e:#})")),
+        }
+    }
     let teammate = seed_teammate(gateway, infra)?;
     Ok(format!("{owner}; {teammate}"))
 }
@@ -239,10 +268,10 @@ fn seed_owner(gateway: &str) -> Result<String> {
     Ok(if created { "created Alice and the Demo organization" } else { "Alice already seeded" }.to_string())
 }
 
-/// Bob joins Demo the way a teammate does: Alice invites him, and he registers with the
-/// invitation's token. The token travels only inside the `identity.invitation.sent` event (the
-/// invitation email's link), so the seed reads that link from identity's outbox, as the mailer
-/// would receive it.
+/// Bob joins Demo the way a teammate does: Alice invites him, and he registers with the token of
+/// the link in his invitation email, read from the mail directory like a user opening the mail.
+/// When `SMTP_URL` sends mail elsewhere, the link is read from identity's outbox instead (the
+/// `identity.invitation.sent` event that the mail was rendered from).
 fn seed_teammate(gateway: &str, infra: &Infra) -> Result<String> {
     let login = http::post_json(
         &format!("{gateway}/api/v1/auth/login"),
@@ -269,13 +298,16 @@ fn seed_teammate(gateway: &str, infra: &Infra) -> Result<String> {
         409 => {}
         status => bail!("inviting {DEMO_TEAMMATE} answered {status}: {}", invited.body),
     }
-    let envelope = infra.query(
-        "trellis",
-        "select encode(envelope, 'escape') from identity.outbox \
-         where event_type = 'identity.invitation.sent' order by created_at desc limit 1",
-    )?;
-    let invitation_token =
-        invitation_token(&envelope).ok_or_else(|| anyhow::anyhow!("no invitation link found in identity's outbox"))?;
+    let invitation_token = if smtp_configured() {
+        let envelope = infra.query(
+            "trellis",
+            "select encode(envelope, 'escape') from identity.outbox \
+             where event_type = 'identity.invitation.sent' order by created_at desc limit 1",
+        )?;
+        invitation_token(&envelope).ok_or_else(|| anyhow::anyhow!("no invitation link found in identity's outbox"))?
+    } else {
+        invitation_from_mail(&mail_dir(infra), DEMO_TEAMMATE, Duration::from_secs(20))?
+    };
     let created = register(
         gateway,
         json!({
@@ -289,6 +321,79 @@ fn seed_teammate(gateway: &str, infra: &Infra) -> Result<String> {
     Ok(if created { "Bob joined Demo through an invitation" } else { "Bob already seeded" }.to_string())
 }
 
+/// Waits for the newest invitation email to `to` in `dir` and returns its token.
+fn invitation_from_mail(dir: &Path, to: &str, timeout: Duration) -> Result<String> {
+    token_from_mail(dir, to, "accept?token=", timeout)
+}
+
+/// Waits for the newest email to `to` in `dir` with a link containing `marker` and returns the
+/// link's token.
+fn token_from_mail(dir: &Path, to: &str, marker: &str, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(token) = newest_token(dir, to, marker) {
+            return Ok(token);
+        }
+        if Instant::now() >= deadline {
+            bail!("no email to {to} with a {marker} link appeared in {} within {timeout:?}", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The token of the newest invitation email to `to` in `dir`.
+#[cfg(test)]
+fn newest_invitation(dir: &Path, to: &str) -> Option<String> {
+    newest_token(dir, to, "accept?token=")
+}
+
+/// The token after `marker` in the newest email to `to` among the `.eml` files of `dir` that
+/// has one (their names start with the UTC time, so the newest sorts last).
+fn newest_token(dir: &Path, to: &str, marker: &str) -> Option<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .collect();
+    files.sort();
+    files.iter().rev().find_map(|path| {
+        let message = std::fs::read_to_string(path).ok()?;
+        let addressed = message
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .any(|line| line.to_ascii_lowercase().starts_with("to:") && line.to_ascii_lowercase().contains(to));
+        if !addressed {
+            return None;
+        }
+        link_token(&decode_quoted_printable(&message), marker)
+    })
+}
+
+/// Quoted-printable soft line breaks and `=XX` escapes decoded (what mail bodies use).
+fn decode_quoted_printable(text: &str) -> String {
+    let text = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'=')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Length of an invitation token: 32 random bytes in unpadded base64url.
 const INVITATION_TOKEN_LEN: usize = 43;
 
@@ -296,7 +401,12 @@ const INVITATION_TOKEN_LEN: usize = 43;
 /// The link is followed by other protobuf fields whose tag bytes may be printable, so exactly the
 /// token's length is taken.
 fn invitation_token(text: &str) -> Option<String> {
-    let start = text.find("accept?token=")? + "accept?token=".len();
+    link_token(text, "accept?token=")
+}
+
+/// The token after the first `marker` (`verify-email?token=`) in `text`.
+fn link_token(text: &str, marker: &str) -> Option<String> {
+    let start = text.find(marker)? + marker.len();
     let token: String = text[start..]
         .chars()
         .take(INVITATION_TOKEN_LEN)
@@ -341,6 +451,7 @@ Trellis is running. Press Ctrl-C to stop everything.
   RabbitMQ    {amqp}
   Demo users  {DEMO_OWNER} (owner of "Demo") and {DEMO_TEAMMATE} (member), password {DEMO_PASSWORD}
               ({seeded})
+  Mail        {mail}
   Data, logs  {dir} (servers' logs in logs/; delete the directory to start over)
 "#,
         grpc = ports(50061),
@@ -350,12 +461,20 @@ Trellis is running. Press Ctrl-C to stop everything.
         redis_port = ports_in_use.redis,
         amqp = infra.amqp_url(),
         dir = infra.dir().display(),
+        mail = if smtp_configured() {
+            "sent to SMTP_URL".to_string()
+        } else {
+            format!(
+                "{}/*.eml (one file per message, newest last; open one to follow its link)",
+                mail_dir(infra).display()
+            )
+        },
     );
 }
 
 #[cfg(test)]
 mod tests {
-    use super::invitation_token;
+    use super::{decode_quoted_printable, invitation_token, newest_invitation};
 
     #[test]
     fn the_invitation_token_is_read_from_the_escaped_envelope() {
@@ -365,5 +484,28 @@ mod tests {
         assert_eq!(invitation_token("accept?token=short\\000"), None);
         assert_eq!(invitation_token("no link here"), None);
         assert_eq!(invitation_token("accept?token=\\000"), None);
+    }
+
+    #[test]
+    fn the_newest_invitation_mail_to_the_teammate_gives_the_token() {
+        let dir = std::env::temp_dir().join(format!("xtask-mail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (old, new) = ("A".repeat(43), "b".repeat(20) + "-" + &"C".repeat(22));
+        let mail = |to: &str, token: &str| {
+            format!(
+                "To: {to}\r\nSubject: Alice invited you\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+                 Accept: http://localhost:8080/invitations/accept?token=3D{}=\r\n{}\r\n",
+                &token[..10],
+                &token[10..]
+            )
+        };
+        std::fs::write(dir.join("20261122T030000.000Z-1.eml"), mail("bob@demo.trellis.dev", &old)).expect("write");
+        std::fs::write(dir.join("20261122T040000.000Z-2.eml"), mail("bob@demo.trellis.dev", &new)).expect("write");
+        std::fs::write(dir.join("20261122T050000.000Z-3.eml"), mail("carol@demo.trellis.dev", &old)).expect("write");
+        assert_eq!(newest_invitation(&dir, "bob@demo.trellis.dev"), Some(new));
+        assert_eq!(newest_invitation(&dir, "dan@demo.trellis.dev"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(decode_quoted_printable("a=3Db=\r\nc =C3=A9"), "a=bc é");
     }
 }

@@ -313,7 +313,9 @@ impl Drop for TestCell {
 
 pub mod bench;
 mod proxy;
+mod smtp;
 pub use proxy::FaultProxy;
+pub use smtp::{CapturedMail, SmtpCapture};
 
 /// Polls `condition` every 50 ms until it holds; panics when it still does not after `timeout`.
 ///

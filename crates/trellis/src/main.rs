@@ -33,6 +33,8 @@ enum Command {
         #[command(flatten)]
         identity: trellis_identity::IdentityConfig,
         #[command(flatten)]
+        notifications: trellis_notifications::NotificationsConfig,
+        #[command(flatten)]
         gateway: trellis_gateway::GatewayConfig,
     },
     /// Inspect or replay a consumer's dead letters, e.g. `trellis dead-letters notifications.tasks --replay`.
@@ -152,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { services, config, identity, gateway } => {
+        Command::Serve { services, config, identity, notifications, gateway } => {
             let _telemetry = trellis_kit::telemetry::init(&config.telemetry)?;
             let config = Arc::new(config);
             let shutdown = CancellationToken::new();
@@ -170,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let module = if name == "identity" {
                     trellis_identity::module_with(Some(identity.clone()))
+                } else if name == "notifications" {
+                    trellis_notifications::module_with(Some(notifications.clone()))
                 } else {
                     trellis::module(&name).ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?
                 };

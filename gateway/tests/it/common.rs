@@ -24,8 +24,7 @@ use trellis_kit::config::Config;
 use trellis_proto::trellis::identity::v1::api_key_service_server::{ApiKeyService, ApiKeyServiceServer};
 use trellis_proto::trellis::identity::v1::token_service_server::{TokenService, TokenServiceServer};
 use trellis_proto::trellis::identity::v1::{
-    GetJwksRequest, GetJwksResponse, IssueServiceTokenRequest, IssueServiceTokenResponse, Jwk, ResolveApiKeyRequest,
-    ResolveApiKeyResponse, ResolvedApiKey, RotateSigningKeyRequest, RotateSigningKeyResponse,
+    GetJwksRequest, GetJwksResponse, Jwk, ResolveApiKeyRequest, ResolveApiKeyResponse, ResolvedApiKey,
 };
 
 use crate::pool::pool;
@@ -44,20 +43,6 @@ struct Tokens;
 
 #[tonic::async_trait]
 impl TokenService for Tokens {
-    async fn issue_service_token(
-        &self,
-        _: Request<IssueServiceTokenRequest>,
-    ) -> Result<Response<IssueServiceTokenResponse>, Status> {
-        Err(Status::unimplemented("the test identity issues no service tokens"))
-    }
-
-    async fn rotate_signing_key(
-        &self,
-        _: Request<RotateSigningKeyRequest>,
-    ) -> Result<Response<RotateSigningKeyResponse>, Status> {
-        Err(Status::unimplemented("the test identity has one fixed key"))
-    }
-
     async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
         Ok(Response::new(GetJwksResponse {
             keys: vec![Jwk {

@@ -195,6 +195,19 @@ impl AuthService for AuthApi {
         Ok(Response::new(pb::ChangePasswordResponse { revoked_sessions }))
     }
 
+    async fn change_email(
+        &self,
+        request: Request<pb::ChangeEmailRequest>,
+    ) -> Result<Response<pb::ChangeEmailResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let (pending_email, expires_at) = self.identity.change_email(&ctx, &r.new_email, r.password).await?;
+        Ok(Response::new(pb::ChangeEmailResponse {
+            pending_email,
+            expires_at: Some(crate::events::timestamp(expires_at)),
+        }))
+    }
+
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<()>, Status> {
         let ctx = RequestContext::from_request(&request)?;
         self.identity.logout(ctx).await?;

@@ -1,4 +1,5 @@
-//! Email-token flows: email verification (24 h), forgot/reset password (1 h), and ChangePassword.
+//! Email-token flows: email verification (24 h), forgot/reset password (1 h), ChangePassword,
+//! and ChangeEmail (a change_email token, 24 h, sent to the new address; VerifyEmail swaps it in).
 //!
 //! Tokens are 32 random bytes; only their SHA-256 is stored (`email_tokens`), each is single-use,
 //! expires, and a newer token for the same (user, purpose) spends the older one (spec rules 16, 17).
@@ -161,29 +162,99 @@ impl Identity {
         Ok(())
     }
 
-    /// VerifyEmail: confirms the address of a verification token.
+    /// VerifyEmail: confirms the address of a verification token; a change_email token also
+    /// replaces the account's address with the one it was sent to (EMAIL_TAKEN if someone took it
+    /// meanwhile) and publishes `identity.user.email_changed` with the previous address.
     pub async fn verify_email(&self, ctx: &RequestContext, token: &str) -> Result<String> {
         let token = token.trim();
         if !tokens::looks_like_token(token) {
             return Err(token_invalid());
         }
         let mut tx = self.db.tx().await?;
-        let (token_id, user_id, _, _) =
-            store::live_email_token_for_update(&mut tx, &tokens::hash_token(token), &["verify_email"])
+        let (token_id, user_id, purpose, new_email) =
+            store::live_email_token_for_update(&mut tx, &tokens::hash_token(token), &["verify_email", "change_email"])
                 .await?
                 .ok_or_else(token_invalid)?;
         store::spend_email_token(&mut tx, token_id).await?;
+        let ectx = platform(&ctx.correlation_id, Some(user_id));
+        if purpose == "change_email" {
+            let new_email = new_email.ok_or_else(token_invalid)?;
+            let previous = store::change_email(&mut tx, user_id, &new_email)
+                .await
+                .map_err(|e| trellis_kit::db::on_constraint(e, "users_email_key", || IdentityError::EmailTaken.into()))?
+                .ok_or_else(token_invalid)?;
+            let payload =
+                pb::EmailChanged { user_id: user_id.to_string(), email: new_email.clone(), previous_email: previous };
+            trellis_kit::events::stage(&mut tx, &ectx, "identity.user.email_changed", &payload).await?;
+            tx.commit().await?;
+            tracing::info!(user_id = %user_id, "email changed");
+            return Ok(new_email);
+        }
         let email = store::mark_email_verified(&mut tx, user_id).await?.ok_or_else(token_invalid)?;
         let payload = pb::EmailVerified { user_id: user_id.to_string(), email: email.clone() };
+        trellis_kit::events::stage(&mut tx, &ectx, "identity.user.email_verified", &payload).await?;
+        tx.commit().await?;
+        Ok(email)
+    }
+
+    /// ChangeEmail: after a password check, sends a change_email link to the new address; the
+    /// account keeps its current address until the link is used. Returns the normalised new
+    /// address and the link's expiry.
+    pub async fn change_email(
+        &self,
+        ctx: &RequestContext,
+        new_email: &str,
+        password: String,
+    ) -> Result<(String, chrono::DateTime<Utc>)> {
+        let user_id = ctx.user_id()?;
+        let new_email = user::normalize_email(new_email)
+            .map_err(|problem| IdentityError::Invalid(vec![Violation::new("new_email", problem)]))?;
+        let user = {
+            let mut conn = self.db.pool().acquire().await?;
+            store::user_by_id(&mut conn, user_id).await?
+        }
+        .filter(|u| u.status == "active")
+        .ok_or(IdentityError::InvalidCredentials)?;
+        let account =
+            store::credentials_by_email(self.db.pool(), &user.email).await?.ok_or(IdentityError::InvalidCredentials)?;
+        let stored = account.password_hash.clone();
+        let verification = password::verify_blocking(stored.clone(), password).await?;
+        if stored.is_none() || !matches!(verification, Verification::Match { .. }) {
+            return Err(IdentityError::InvalidCredentials.into());
+        }
+        if new_email == user.email {
+            return Err(IdentityError::Invalid(vec![Violation::with_reason(
+                "new_email",
+                "EMAIL_UNCHANGED",
+                "is already the account's email",
+            )])
+            .into());
+        }
+        if store::credentials_by_email(self.db.pool(), &new_email).await?.is_some() {
+            return Err(IdentityError::EmailTaken.into());
+        }
+        self.limiter.hit(&format!("change-email:user:{user_id}"), 5, Duration::from_secs(3600)).await?;
+        let (token, hash) = tokens::new_opaque_token();
+        let expires_at = Utc::now() + VERIFY_TTL;
+        let mut tx = self.db.tx().await?;
+        store::replace_email_token(&mut tx, user_id, "change_email", &hash, Some(&new_email), expires_at).await?;
+        let payload = pb::EmailVerificationRequested {
+            user_id: user_id.to_string(),
+            email: new_email.clone(),
+            purpose: pb::EmailTokenPurpose::ChangeEmail.into(),
+            link_url: link(&self.settings.public_base_url, "verify-email", &token),
+            expires_at: Some(events::timestamp(expires_at)),
+        };
         trellis_kit::events::stage(
             &mut tx,
             &platform(&ctx.correlation_id, Some(user_id)),
-            "identity.user.email_verified",
+            "identity.user.email_verification_requested",
             &payload,
         )
         .await?;
         tx.commit().await?;
-        Ok(email)
+        tracing::info!(user_id = %user_id, "email change requested");
+        Ok((new_email, expires_at))
     }
 
     /// ResendVerification: a new 24 h link for the caller; 3 per hour.

@@ -738,6 +738,20 @@ pub async fn spend_email_token(conn: &mut PgConnection, id: Uuid) -> sqlx::Resul
     Ok(())
 }
 
+/// Replaces a user's address with a verified one; returns the previous address. A taken address
+/// violates `users_email_key`.
+pub async fn change_email(conn: &mut PgConnection, user_id: Uuid, email: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "update identity.users u set email = $2, email_verified_at = now(), updated_at = now()
+         from (select id, email from identity.users where id = $1 for update) previous
+         where u.id = previous.id returning previous.email",
+    )
+    .bind(user_id)
+    .bind(email)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Sets a new password hash, clears the lockout.
 pub async fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) -> sqlx::Result<()> {
     sqlx::query(

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use trellis_gateway::{Builder, GatewayConfig, Spawned};
 use trellis_kit::module::SERVICES;
-use trellis_kit::testing::TestCell;
+use trellis_kit::testing::{CapturedMail, SmtpCapture, TestCell};
 use trellis_proto::trellis::events::v1::Envelope;
 use trellis_proto::trellis::identity::v1::InvitationSent;
 
@@ -20,6 +20,8 @@ pub struct Platform {
     pub gateway: Spawned,
     /// `http://127.0.0.1:<port>`.
     pub base_url: String,
+    /// The SMTP server the notifications service sends to: every mail the cell sends.
+    pub mail: SmtpCapture,
     http: reqwest::Client,
 }
 
@@ -54,18 +56,27 @@ pub struct User {
 pub const PASSWORD: &str = "correct horse battery staple 42";
 
 impl Platform {
-    /// Migrates and starts the seven modules and the gateway.
+    /// Migrates and starts the seven modules and the gateway, with mail going to a local SMTP
+    /// capture server.
     pub async fn start() -> Platform {
         Self::start_with_identity(None).await
     }
 
     /// Like [`Platform::start`], with identity's settings given (shortened schedules).
     pub async fn start_with_identity(identity: Option<trellis_identity::IdentityConfig>) -> Platform {
+        let mail = SmtpCapture::start().await;
+        let mail_settings = trellis_notifications::NotificationsConfig {
+            smtp_url: Some(mail.url()),
+            email_poll_interval: Duration::from_millis(50),
+            ..trellis_notifications::NotificationsConfig::from_env()
+                .unwrap_or_else(|e| panic!("notifications settings: {e:#}"))
+        };
         let modules = SERVICES
             .iter()
             .map(|name| match (*name, &identity) {
                 ("identity", Some(settings)) => trellis_identity::module_with(Some(settings.clone())),
-                _ => trellis::module(name).unwrap_or_else(|| panic!("module {name} is not registered")),
+                ("notifications", _) => trellis_notifications::module_with(Some(mail_settings.clone())),
+                (name, _) => trellis::module(name).unwrap_or_else(|| panic!("module {name} is not registered")),
             })
             .collect();
         let cell = TestCell::start(modules).await;
@@ -79,7 +90,7 @@ impl Platform {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|e| panic!("http client: {e}"));
-        Platform { cell, gateway, base_url, http }
+        Platform { cell, gateway, base_url, mail, http }
     }
 
     /// Sends a request with an optional bearer token and JSON body.
@@ -157,6 +168,33 @@ impl Platform {
             .find(|sent| sent.email == email)
             .and_then(|sent| sent.link_url.split_once("token=").map(|(_, token)| token.to_string()))
             .unwrap_or_else(|| panic!("no invitation link for {email} in identity's outbox"))
+    }
+
+    /// The first mail to `address` with `subject`, waiting up to 15 s for it, as the user's
+    /// mailbox shows it.
+    pub async fn mail_to(&self, address: &str, subject: &str) -> CapturedMail {
+        loop {
+            let received = self.mail.messages_to(address);
+            if let Some(found) = received.iter().find(|m| m.subject() == subject) {
+                return found.clone();
+            }
+            let seen: Vec<String> = received.iter().map(CapturedMail::subject).collect();
+            let next = tokio::time::timeout(
+                Duration::from_secs(15),
+                self.mail.wait_for_nth(address, received.len() + 1, Duration::from_secs(15)),
+            )
+            .await;
+            assert!(next.is_ok(), "no mail {subject:?} to {address}; the mailbox has {seen:?}");
+        }
+    }
+
+    /// The `token` query parameter of the first link in `mail` whose path contains `path`
+    /// (`/reset-password`): what the web app reads when the user clicks the link.
+    pub fn token_in(mail: &CapturedMail, path: &str) -> String {
+        let link = mail
+            .link_containing(&format!("{path}?token="))
+            .unwrap_or_else(|| panic!("no {path} link in the mail {:?}: {}", mail.subject(), mail.body()));
+        link.split_once("token=").map(|(_, token)| token.to_string()).unwrap_or_default()
     }
 
     /// Polls `path` as `token` until `done` holds for the answer or `timeout` passes; returns

@@ -154,3 +154,82 @@ async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions
     let changed: Vec<pb::PasswordChanged> = id.payloads("identity.user.password_changed").await;
     assert_eq!(changed.iter().map(|c| c.via()).collect::<Vec<_>>(), vec![pb::PasswordChangeMethod::Change]);
 }
+
+async fn change_email(
+    id: &Identity,
+    access_token: &str,
+    new_email: &str,
+    password: &str,
+) -> Result<pb::ChangeEmailResponse, tonic::Status> {
+    let request = pb::ChangeEmailRequest { new_email: new_email.into(), password: password.into() };
+    id.auth.clone().change_email(bearer(request, access_token)).await.map(|r| r.into_inner())
+}
+
+async fn change_requests(id: &Identity) -> Vec<pb::EmailVerificationRequested> {
+    id.payloads::<pb::EmailVerificationRequested>("identity.user.email_verification_requested")
+        .await
+        .into_iter()
+        .filter(|e| e.purpose == i32::from(pb::EmailTokenPurpose::ChangeEmail))
+        .collect()
+}
+
+#[tokio::test]
+async fn changing_the_email_sends_a_link_to_the_new_address_and_swaps_it_only_when_used() {
+    let id = Identity::start().await;
+    let sam = id.register("sam@example.com", "Sam").await;
+    id.register("taken@example.com", "Tay").await;
+    let mut auth = id.auth.clone();
+
+    // A wrong password, a bad or unchanged address, or a taken one: refused, nothing sent.
+    let (code, reason) = failure(change_email(&id, &sam.access_token, "new@example.com", "wrong-password-1").await);
+    assert_eq!((code, reason.as_str()), (Code::Unauthenticated, "INVALID_CREDENTIALS"));
+    let bad = change_email(&id, &sam.access_token, "not-an-address", PASSWORD).await.expect_err("bad");
+    assert_eq!((bad.code(), violated_fields(&bad)), (Code::InvalidArgument, vec!["new_email".to_string()]));
+    let same = change_email(&id, &sam.access_token, "SAM@example.com", PASSWORD).await.expect_err("same");
+    assert_eq!(violated_fields(&same), vec!["new_email".to_string()]);
+    let (code, reason) = failure(change_email(&id, &sam.access_token, "Taken@example.com", PASSWORD).await);
+    assert_eq!((code, reason.as_str()), (Code::AlreadyExists, "EMAIL_TAKEN"));
+    let unauthenticated = auth.change_email(pb::ChangeEmailRequest::default()).await.expect_err("no token");
+    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+    assert!(change_requests(&id).await.is_empty());
+
+    let pending = change_email(&id, &sam.access_token, " New@Example.com ", PASSWORD).await.expect("change");
+    assert_eq!(pending.pending_email, "new@example.com");
+    let sent = change_requests(&id).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].email, "new@example.com", "the link goes to the new address");
+    assert!(sent[0].link_url.contains("/verify-email?token="));
+    // Until the link is used, the current address is the account's.
+    assert!(id.login("sam@example.com", PASSWORD).await.is_ok());
+    assert_eq!(failure(id.login("new@example.com", PASSWORD).await).0, Code::Unauthenticated);
+
+    let verified = auth
+        .verify_email(pb::VerifyEmailRequest { token: token_of(&sent[0].link_url) })
+        .await
+        .expect("verify")
+        .into_inner();
+    assert_eq!(verified.email, "new@example.com");
+    assert!(id.login("new@example.com", PASSWORD).await.is_ok());
+    assert_eq!(failure(id.login("sam@example.com", PASSWORD).await).0, Code::Unauthenticated);
+    let changed: Vec<pb::EmailChanged> = id.payloads("identity.user.email_changed").await;
+    assert_eq!(changed.len(), 1);
+    assert_eq!((changed[0].email.as_str(), changed[0].previous_email.as_str()), ("new@example.com", "sam@example.com"));
+    let (_, reason) = failure(auth.verify_email(pb::VerifyEmailRequest { token: token_of(&sent[0].link_url) }).await);
+    assert_eq!(reason, "TOKEN_INVALID");
+}
+
+#[tokio::test]
+async fn an_address_taken_before_the_link_is_used_is_not_swapped_in() {
+    let id = Identity::start().await;
+    let uma = id.register("uma@example.com", "Uma").await;
+    change_email(&id, &uma.access_token, "wanted@example.com", PASSWORD).await.expect("change");
+    let sent: Vec<pb::EmailVerificationRequested> = id.payloads("identity.user.email_verification_requested").await;
+    let link = sent.iter().find(|e| e.email == "wanted@example.com").map(|e| e.link_url.clone()).expect("link");
+    // Someone registers the address first.
+    id.register("wanted@example.com", "Vic").await;
+    let mut auth = id.auth.clone();
+    let (code, reason) = failure(auth.verify_email(pb::VerifyEmailRequest { token: token_of(&link) }).await);
+    assert_eq!((code, reason.as_str()), (Code::AlreadyExists, "EMAIL_TAKEN"));
+    assert!(id.login("uma@example.com", PASSWORD).await.is_ok(), "Uma keeps her address");
+    assert!(id.payloads::<pb::EmailChanged>("identity.user.email_changed").await.is_empty());
+}
