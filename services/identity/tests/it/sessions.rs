@@ -177,8 +177,10 @@ async fn without_the_feed_identity_is_asked_and_revocation_still_takes_effect_wi
     wait_for_feed(&other, false).await;
     judged(&other, &a.access_token).await.expect("identity says the session is live");
     id.auth.clone().logout(bearer(pb::LogoutRequest {}, &a.access_token)).await.expect("logout");
-    let took = rejected_within(&other, &a.access_token, Duration::from_secs(2)).await;
-    assert!(took <= Duration::from_millis(1100), "the status cache lives at most 1 s, took {took:?}");
+    // A cached "active" answer lives at most 1 s, so once that has passed the next check asks
+    // identity again and sees the logout (no wall-clock bound on how long the check itself takes).
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(judged(&other, &a.access_token).await.expect_err("revoked").1, "SESSION_REVOKED");
     judged(&other, &b.access_token).await.expect("other sessions are unaffected");
 
     // The feed comes back; the denylist is refilled from Redis and it takes over again.
