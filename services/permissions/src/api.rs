@@ -1,10 +1,12 @@
 //! gRPC handlers of `trellis.permissions.v1`: SchemaService (WriteSchema, ReadSchema),
 //! RelationshipService (WriteRelationships) and CheckService (Check, CheckBulk,
 //! LookupResources). Every evaluation runs on a fresh REPEATABLE READ snapshot of the caller's
-//! org, so each consistency mode is satisfied (there is no result cache yet).
+//! org. Check answers from the [`CheckCache`] when an entry satisfies the requested consistency
+//! and fills it otherwise; writes void the entries that read what they changed.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use tokio::sync::RwLock;
@@ -18,6 +20,7 @@ use trellis_proto::trellis::permissions::v1::relationship_service_server::Relati
 use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaService;
 use uuid::Uuid;
 
+use crate::cache::{CheckCache, Freshness, Invalidation};
 use crate::eval::{DEFAULT_MAX_DEPTH, EvalError, Evaluator, ObjectRef, SubjectRef, Tuple};
 use crate::registry::{self, RegisterError};
 use crate::schema::Schema;
@@ -29,26 +32,57 @@ pub const MAX_PRECONDITIONS: usize = 100;
 pub const MAX_BULK: usize = 1000;
 pub const MAX_LOOKUP: usize = 10_000;
 
-/// The handlers, sharing the compiled merged schema (reloaded when its hash changes).
+/// How long a replica trusts its copy of the merged schema before comparing hashes again. A
+/// schema change made through this replica, or announced on the invalidation channel, is picked
+/// up at once.
+const SCHEMA_RECHECK: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+struct LoadedSchema {
+    hash: Vec<u8>,
+    schema: Arc<Schema>,
+    checked_at: Option<Instant>,
+}
+
+/// The handlers, sharing the compiled merged schema (reloaded when its hash changes) and the
+/// result cache.
 #[derive(Debug, Clone)]
 pub struct PermissionsApi {
     db: Db,
-    schema: Arc<RwLock<(Vec<u8>, Arc<Schema>)>>,
+    schema: Arc<RwLock<LoadedSchema>>,
+    cache: Arc<CheckCache>,
 }
 
 impl PermissionsApi {
-    pub fn new(db: Db) -> Self {
-        Self { db, schema: Arc::new(RwLock::new((Vec::new(), Arc::new(Schema::default())))) }
+    pub fn new(db: Db, cache: Arc<CheckCache>) -> Self {
+        let schema = LoadedSchema { hash: Vec::new(), schema: Arc::new(Schema::default()), checked_at: None };
+        Self { db, schema: Arc::new(RwLock::new(schema)), cache }
+    }
+
+    /// The result cache.
+    pub fn cache(&self) -> &Arc<CheckCache> {
+        &self.cache
     }
 
     async fn schema(&self) -> Result<Arc<Schema>, Error> {
+        {
+            let loaded = self.schema.read().await;
+            if !self.cache.schema_dirty() && loaded.checked_at.is_some_and(|t| t.elapsed() < SCHEMA_RECHECK) {
+                return Ok(loaded.schema.clone());
+            }
+        }
+        self.cache.take_schema_dirty();
         let hash: Option<Vec<u8>> = sqlx::query_scalar("select hash from permissions.merged_schema")
             .fetch_optional(self.db.pool())
             .await
             .map_err(Error::internal)?;
         let hash = hash.unwrap_or_default();
-        if self.schema.read().await.0 == hash {
-            return Ok(self.schema.read().await.1.clone());
+        {
+            let mut loaded = self.schema.write().await;
+            if loaded.hash == hash {
+                loaded.checked_at = Some(Instant::now());
+                return Ok(loaded.schema.clone());
+            }
         }
         let mut conn = self.db.pool().acquire().await.map_err(Error::internal)?;
         let schema = match registry::merged(&mut conn).await {
@@ -56,7 +90,9 @@ impl PermissionsApi {
             Err(RegisterError::Store(e)) => return Err(Error::internal(e)),
             Err(e) => return Err(Error::internal(anyhow::anyhow!("stored schema does not compile: {e:?}"))),
         };
-        *self.schema.write().await = (hash, schema.clone());
+        // A schema change changes the meaning of every cached answer.
+        self.cache.clear();
+        *self.schema.write().await = LoadedSchema { hash, schema: schema.clone(), checked_at: Some(Instant::now()) };
         Ok(schema)
     }
 }
@@ -106,12 +142,15 @@ fn token_error(e: TokenError) -> Error {
 }
 
 /// Validates the consistency requirement. Every evaluation runs on a fresh snapshot, which
-/// reflects every committed write, so each mode is met once the token is known to be valid.
-fn consistency(c: Option<&proto::Consistency>, org: Uuid) -> Result<(), Error> {
-    if let Some(proto::consistency::Requirement::AtLeastAsFresh(t)) = c.and_then(|c| c.requirement.as_ref()) {
-        Zookie::decode(&t.token, org).map_err(token_error)?;
-    }
-    Ok(())
+/// reflects every committed write; the freshness decides which cached answers qualify.
+fn consistency(c: Option<&proto::Consistency>, org: Uuid) -> Result<Freshness, Error> {
+    Ok(match c.and_then(|c| c.requirement.as_ref()) {
+        Some(proto::consistency::Requirement::AtLeastAsFresh(t)) => {
+            Freshness::AtLeast(Zookie::decode(&t.token, org).map_err(token_error)?.revision)
+        }
+        Some(proto::consistency::Requirement::FullyConsistent(true)) => Freshness::Full,
+        _ => Freshness::MinimizeLatency,
+    })
 }
 
 fn eval_error(e: EvalError) -> Error {
@@ -197,6 +236,9 @@ impl SchemaService for PermissionsApi {
             Err(RegisterError::Store(e)) => return Err(Error::internal(e).into()),
         };
         tx.commit().await.map_err(Error::internal)?;
+        if reg.changed && !req.dry_run {
+            self.cache.schema_changed().await;
+        }
         Ok(Response::new(proto::WriteSchemaResponse {
             hash: reg.hash.iter().map(|b| format!("{b:02x}")).collect(),
             changed: reg.changed,
@@ -342,6 +384,13 @@ impl RelationshipService for PermissionsApi {
                 Err(WriteError::Store(e)) => return Err(Error::internal(anyhow::anyhow!(e)).into()),
             };
         tx.commit().await.map_err(Error::internal)?;
+        if written.changed {
+            let keys = updates
+                .iter()
+                .map(|(_, t)| (t.resource.ty.clone(), t.resource.id.clone(), t.relation.clone()))
+                .collect();
+            self.cache.written(Invalidation { org_id: org, revision: written.revision, keys, schema: false }).await;
+        }
         Ok(Response::new(proto::WriteRelationshipsResponse {
             written_at: token(org, written.revision),
             skipped: false,
@@ -358,17 +407,32 @@ impl CheckService for PermissionsApi {
         service_name(&ctx)?;
         let org = ctx.org_id()?;
         let req = request.into_inner();
-        consistency(req.consistency.as_ref(), org)?;
+        let freshness = consistency(req.consistency.as_ref(), org)?;
         let resource = object(req.resource.as_ref(), "resource")?;
         let subject = subject(req.subject.as_ref(), "subject")?;
         let depth = if req.max_depth == 0 { DEFAULT_MAX_DEPTH } else { req.max_depth.min(DEFAULT_MAX_DEPTH) };
         let schema = self.schema().await?;
+        // Answers computed with a lowered depth limit are neither served from nor put in the
+        // cache: the limit can change the answer.
+        let cacheable = depth == DEFAULT_MAX_DEPTH;
+        if cacheable && let Some((has, revision)) = self.cache.get(org, &resource, &req.permission, &subject, freshness)
+        {
+            return Ok(Response::new(proto::CheckResponse {
+                permissionship: permissionship(has),
+                checked_at: token(org, revision),
+            }));
+        }
+        let snapshot_at = Instant::now();
         let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
         let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
-        let has = Evaluator::new(&schema, PgReader::new(&mut tx, org), depth)
-            .check(&resource, &req.permission, &subject)
-            .await
-            .map_err(eval_error)?;
+        let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), depth);
+        let has = ev.check(&resource, &req.permission, &subject).await.map_err(eval_error)?;
+        if cacheable {
+            let reads = ev.read_keys();
+            self.cache.put(org, &resource, &req.permission, &subject, (has, revision), snapshot_at, reads);
+        }
+        drop(ev);
+        tx.commit().await.map_err(Error::internal)?;
         Ok(Response::new(proto::CheckResponse {
             permissionship: permissionship(has),
             checked_at: token(org, revision),

@@ -264,6 +264,12 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
         &self.reader
     }
 
+    /// Every `(type, id, relation)` this evaluator has read so far: what its answers depend on
+    /// (the result cache voids an answer when one of them changes).
+    pub fn read_keys(&self) -> Vec<(String, String, String)> {
+        self.rows.keys().cloned().collect()
+    }
+
     fn validate(&self, ty: &str, name: &str) -> Result<(), EvalError> {
         if self.schema.has(ty, name) {
             Ok(())

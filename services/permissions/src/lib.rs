@@ -10,10 +10,12 @@
 //!   consistency tokens.
 //! - [`registry`]: schema registration: validation against the other modules and the stored
 //!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
+//! - [`cache`]: the per-replica result cache of Check, with revision-aware invalidation over Redis.
 //! - [`api`]: the gRPC handlers (SchemaService, RelationshipService, CheckService).
 //! - `module()`: what the `trellis` binary serves.
 
 pub mod api;
+pub mod cache;
 pub mod eval;
 pub mod registry;
 pub mod schema;
@@ -33,14 +35,22 @@ pub fn migrator() -> &'static sqlx::migrate::Migrator {
     &MIGRATOR
 }
 
-/// The permissions module.
+/// The permissions module, with cache settings from the environment
+/// (`PERMISSIONS_MAX_STALENESS`, `PERMISSIONS_CACHE_BYTES`).
 pub fn module() -> Module {
-    let module = Module::new("permissions", &MIGRATOR, |runtime| {
+    module_with(cache::CacheSettings::from_env())
+}
+
+/// The permissions module with explicit cache settings.
+pub fn module_with(settings: cache::CacheSettings) -> Module {
+    let module = Module::new("permissions", &MIGRATOR, move |runtime| {
         Box::pin(async move {
             use trellis_proto::trellis::permissions::v1::check_service_server::CheckServiceServer;
             use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipServiceServer;
             use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaServiceServer;
-            let api = api::PermissionsApi::new(runtime.db.clone());
+            let cache = cache::CheckCache::new(settings);
+            cache.connect_redis(&runtime.config.redis_url).await?;
+            let api = api::PermissionsApi::new(runtime.db.clone(), cache);
             Ok(Service::new()
                 .grpc(SchemaServiceServer::new(api.clone()))
                 .grpc(RelationshipServiceServer::new(api.clone()))
