@@ -68,6 +68,7 @@ pub(crate) fn check_req(s: &str, consistency: Option<pb::Consistency>) -> pb::Ch
     pb::CheckRequest { resource: r.resource, permission: r.relation, subject: r.subject, consistency, max_depth: 0 }
 }
 
+#[derive(Clone)]
 pub(crate) struct Clients {
     pub(crate) schema: SchemaServiceClient<Channel>,
     pub(crate) rels: RelationshipServiceClient<Channel>,
@@ -221,6 +222,7 @@ async fn schema_writes_and_checks_over_grpc() {
             consistency: None,
             limit: 2,
             cursor: cursor.clone(),
+            allow_org_wide: false,
         };
         let mut stream = c.check.lookup_resources(authed(req, &as_acceptance)).await.expect("lookup").into_inner();
         let mut page = Vec::new();

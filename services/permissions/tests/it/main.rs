@@ -264,3 +264,4 @@ mod cache;
 mod grpc;
 mod kit_authz;
 mod registry;
+mod table;
