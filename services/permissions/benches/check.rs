@@ -108,20 +108,20 @@ async fn load(pool: &sqlx::PgPool, org: Uuid, s: Shape) -> i64 {
         ),
         (
             "insert into permissions.relationships (org_id, resource_type, resource_id, relation, subject_type, subject_id, created_revision)
-             select $1, 'team', 't' || t, 'member', 'user', 'u' || ((t * 20 + k) % $4), 1
-               from generate_series(0, $3 - 1) t, generate_series(0, 19) k
+             select $1, 'team', 't' || t, 'member', 'user', 'u' || ((t * 20 + k) % $3), 1
+               from generate_series(0, $2 - 1) t, generate_series(0, 19) k
              on conflict do nothing",
             vec![s.teams, s.users],
         ),
         // Nesting: child team (parents + c) is a member of parent team (c mod parents).
         (
             "insert into permissions.relationships (org_id, resource_type, resource_id, relation, subject_type, subject_id, subject_relation, created_revision)
-             select $1, 'team', 't' || (c % $3), 'member', 'team', 't' || ($3 + c), 'member', 1 from generate_series(0, $4 - 1) c",
+             select $1, 'team', 't' || (c % $2), 'member', 'team', 't' || ($2 + c), 'member', 1 from generate_series(0, $3 - 1) c",
             vec![s.parents, s.children],
         ),
         (
             "insert into permissions.relationships (org_id, resource_type, resource_id, relation, subject_type, subject_id, created_revision)
-             select $1, 'team', 't' || ($3 + c), 'parent', 'team', 't' || (c % $3), 1 from generate_series(0, $4 - 1) c",
+             select $1, 'team', 't' || ($2 + c), 'parent', 'team', 't' || (c % $2), 1 from generate_series(0, $3 - 1) c",
             vec![s.parents, s.children],
         ),
         // Documents: org, owner, editor team, viewer user.
@@ -132,23 +132,23 @@ async fn load(pool: &sqlx::PgPool, org: Uuid, s: Shape) -> i64 {
         ),
         (
             "insert into permissions.relationships (org_id, resource_type, resource_id, relation, subject_type, subject_id, created_revision)
-             select $1, 'test_document', 'd' || lpad(i::text, 7, '0'), 'owner', 'user', 'u' || ((i * 7) % $4), 1 from generate_series(0, $3 - 1) i",
+             select $1, 'test_document', 'd' || lpad(i::text, 7, '0'), 'owner', 'user', 'u' || ((i * 7) % $3), 1 from generate_series(0, $2 - 1) i",
             vec![s.docs, s.users],
         ),
         (
             "insert into permissions.relationships (org_id, resource_type, resource_id, relation, subject_type, subject_id, subject_relation, created_revision)
-             select $1, 'test_document', 'd' || lpad(i::text, 7, '0'), 'editor', 'team', 't' || (i % $4), 'member', 1 from generate_series(0, $3 - 1) i",
+             select $1, 'test_document', 'd' || lpad(i::text, 7, '0'), 'editor', 'team', 't' || (i % $3), 'member', 1 from generate_series(0, $2 - 1) i",
             vec![s.docs, s.teams],
         ),
         (
             "insert into permissions.relationships (org_id, resource_type, resource_id, relation, subject_type, subject_id, created_revision)
-             select $1, 'test_document', 'd' || lpad(i::text, 7, '0'), 'viewer', 'user', 'u' || ((i * 13 + 1) % $4), 1 from generate_series(0, $3 - 1) i",
+             select $1, 'test_document', 'd' || lpad(i::text, 7, '0'), 'viewer', 'user', 'u' || ((i * 13 + 1) % $3), 1 from generate_series(0, $2 - 1) i",
             vec![s.docs, s.users],
         ),
         // The LookupResources subject: team `big` (member `bigu`) edits `big` documents.
         (
             "insert into permissions.relationships (org_id, resource_type, resource_id, relation, subject_type, subject_id, subject_relation, created_revision)
-             select $1, 'test_document', 'b' || lpad(i::text, 6, '0'), 'editor', 'team', 'big', 'member', 1 from generate_series(0, $3 - 1) i",
+             select $1, 'test_document', 'b' || lpad(i::text, 6, '0'), 'editor', 'team', 'big', 'member', 1 from generate_series(0, $2 - 1) i",
             vec![s.big],
         ),
         (
@@ -159,7 +159,7 @@ async fn load(pool: &sqlx::PgPool, org: Uuid, s: Shape) -> i64 {
     ];
     for (sql, args) in statements {
         let mut q = sqlx::query(sql).bind(org);
-        if sql.contains("$2") {
+        if sql.contains("'organization', $2") {
             q = q.bind(&o);
         }
         for a in args {
