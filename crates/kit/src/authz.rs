@@ -220,6 +220,7 @@ impl Authz {
                 consistency: consistency(at_least_as_fresh),
                 limit: page,
                 cursor: cursor.clone(),
+                allow_org_wide: false,
             };
             let mut stream = client.lookup_resources(request(req, &token)?).await?.into_inner();
             let mut n = 0;

@@ -1,16 +1,19 @@
 //! gRPC handlers of `trellis.permissions.v1`: SchemaService (WriteSchema, ReadSchema),
 //! RelationshipService (WriteRelationships) and CheckService (Check, CheckBulk,
 //! LookupResources). Every evaluation runs on a fresh REPEATABLE READ snapshot of the caller's
-//! org, so each consistency mode is satisfied (there is no result cache yet).
+//! org. Check answers from the [`CheckCache`] when an entry satisfies the requested consistency
+//! and fills it otherwise; writes void the entries that read what they changed.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, Semaphore};
 use tonic::{Request, Response, Status};
 use trellis_kit::db::Db;
 use trellis_kit::error::Error;
+use trellis_kit::paging::PageTokens;
 use trellis_kit::{RequestContext, Subject};
 use trellis_proto::trellis::permissions::v1 as proto;
 use trellis_proto::trellis::permissions::v1::check_service_server::CheckService;
@@ -18,37 +21,80 @@ use trellis_proto::trellis::permissions::v1::relationship_service_server::Relati
 use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaService;
 use uuid::Uuid;
 
-use crate::eval::{DEFAULT_MAX_DEPTH, EvalError, Evaluator, ObjectRef, SubjectRef, Tuple};
+use crate::cache::{CheckCache, Freshness, Invalidation};
+use crate::eval::{DEFAULT_MAX_DEPTH, EvalError, Evaluator, ExpandNode, ObjectRef, SubjectRef, Tuple};
 use crate::registry::{self, RegisterError};
 use crate::schema::Schema;
-use crate::store::{self, Filter, Operation, PgReader, Precondition, TokenError, WriteError, Zookie};
+use crate::store::{self, ChangesError, Filter, Operation, PgReader, Precondition, TokenError, WriteError, Zookie};
 
 /// Most updates per WriteRelationships, items per CheckBulk, ids per LookupResources call.
 pub const MAX_UPDATES: usize = 1000;
 pub const MAX_PRECONDITIONS: usize = 100;
 pub const MAX_BULK: usize = 1000;
 pub const MAX_LOOKUP: usize = 10_000;
+/// Most rows one DeleteRelationships removes, and its default limit.
+pub const MAX_DELETE: usize = 10_000;
+/// ReadRelationships page sizes.
+pub const DEFAULT_READ_PAGE: usize = 100;
+pub const MAX_READ_PAGE: usize = 1000;
+/// Concurrent Watch streams per replica.
+pub const MAX_WATCHES: usize = 100;
+/// How often an idle Watch looks for new changes.
+const WATCH_POLL: Duration = Duration::from_millis(50);
 
-/// The handlers, sharing the compiled merged schema (reloaded when its hash changes).
+/// How long a replica trusts its copy of the merged schema before comparing hashes again. A
+/// schema change made through this replica, or announced on the invalidation channel, is picked
+/// up at once.
+const SCHEMA_RECHECK: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+struct LoadedSchema {
+    hash: Vec<u8>,
+    schema: Arc<Schema>,
+    checked_at: Option<Instant>,
+}
+
+/// The handlers, sharing the compiled merged schema (reloaded when its hash changes) and the
+/// result cache.
 #[derive(Debug, Clone)]
 pub struct PermissionsApi {
     db: Db,
-    schema: Arc<RwLock<(Vec<u8>, Arc<Schema>)>>,
+    schema: Arc<RwLock<LoadedSchema>>,
+    cache: Arc<CheckCache>,
+    pages: PageTokens,
+    watches: Arc<Semaphore>,
 }
 
 impl PermissionsApi {
-    pub fn new(db: Db) -> Self {
-        Self { db, schema: Arc::new(RwLock::new((Vec::new(), Arc::new(Schema::default())))) }
+    pub fn new(db: Db, cache: Arc<CheckCache>, pages: PageTokens) -> Self {
+        let schema = LoadedSchema { hash: Vec::new(), schema: Arc::new(Schema::default()), checked_at: None };
+        Self { db, schema: Arc::new(RwLock::new(schema)), cache, pages, watches: Arc::new(Semaphore::new(MAX_WATCHES)) }
+    }
+
+    /// The result cache.
+    pub fn cache(&self) -> &Arc<CheckCache> {
+        &self.cache
     }
 
     async fn schema(&self) -> Result<Arc<Schema>, Error> {
+        {
+            let loaded = self.schema.read().await;
+            if !self.cache.schema_dirty() && loaded.checked_at.is_some_and(|t| t.elapsed() < SCHEMA_RECHECK) {
+                return Ok(loaded.schema.clone());
+            }
+        }
+        self.cache.take_schema_dirty();
         let hash: Option<Vec<u8>> = sqlx::query_scalar("select hash from permissions.merged_schema")
             .fetch_optional(self.db.pool())
             .await
             .map_err(Error::internal)?;
         let hash = hash.unwrap_or_default();
-        if self.schema.read().await.0 == hash {
-            return Ok(self.schema.read().await.1.clone());
+        {
+            let mut loaded = self.schema.write().await;
+            if loaded.hash == hash {
+                loaded.checked_at = Some(Instant::now());
+                return Ok(loaded.schema.clone());
+            }
         }
         let mut conn = self.db.pool().acquire().await.map_err(Error::internal)?;
         let schema = match registry::merged(&mut conn).await {
@@ -56,7 +102,9 @@ impl PermissionsApi {
             Err(RegisterError::Store(e)) => return Err(Error::internal(e)),
             Err(e) => return Err(Error::internal(anyhow::anyhow!("stored schema does not compile: {e:?}"))),
         };
-        *self.schema.write().await = (hash, schema.clone());
+        // A schema change changes the meaning of every cached answer.
+        self.cache.clear();
+        *self.schema.write().await = LoadedSchema { hash, schema: schema.clone(), checked_at: Some(Instant::now()) };
         Ok(schema)
     }
 }
@@ -106,12 +154,15 @@ fn token_error(e: TokenError) -> Error {
 }
 
 /// Validates the consistency requirement. Every evaluation runs on a fresh snapshot, which
-/// reflects every committed write, so each mode is met once the token is known to be valid.
-fn consistency(c: Option<&proto::Consistency>, org: Uuid) -> Result<(), Error> {
-    if let Some(proto::consistency::Requirement::AtLeastAsFresh(t)) = c.and_then(|c| c.requirement.as_ref()) {
-        Zookie::decode(&t.token, org).map_err(token_error)?;
-    }
-    Ok(())
+/// reflects every committed write; the freshness decides which cached answers qualify.
+fn consistency(c: Option<&proto::Consistency>, org: Uuid) -> Result<Freshness, Error> {
+    Ok(match c.and_then(|c| c.requirement.as_ref()) {
+        Some(proto::consistency::Requirement::AtLeastAsFresh(t)) => {
+            Freshness::AtLeast(Zookie::decode(&t.token, org).map_err(token_error)?.revision)
+        }
+        Some(proto::consistency::Requirement::FullyConsistent(true)) => Freshness::Full,
+        _ => Freshness::MinimizeLatency,
+    })
 }
 
 fn eval_error(e: EvalError) -> Error {
@@ -127,6 +178,140 @@ fn eval_error(e: EvalError) -> Error {
         .with_metadata("depth", depth.to_string()),
         EvalError::Store(e) => Error::unavailable("UNAVAILABLE", format!("The relationship store failed: {e}")),
     }
+}
+
+fn filter(f: Option<&proto::RelationshipFilter>, field: &str) -> Result<Filter, Error> {
+    let f = f.ok_or_else(|| Error::validation(field, "is required"))?;
+    let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
+    Ok(Filter {
+        resource_type: f.resource_type.clone(),
+        resource_id: opt(&f.optional_resource_id),
+        relation: opt(&f.optional_relation),
+        subject_type: opt(&f.optional_subject_type),
+        subject_id: opt(&f.optional_subject_id),
+        subject_relation: opt(&f.optional_subject_relation),
+    })
+}
+
+fn preconditions(list: &[proto::Precondition]) -> Result<Vec<Precondition>, Error> {
+    if list.len() > MAX_PRECONDITIONS {
+        return Err(Error::validation("preconditions", format!("at most {MAX_PRECONDITIONS}")));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let f = filter(p.filter.as_ref(), &format!("preconditions[{i}].filter"))?;
+        if f.resource_type.is_empty() {
+            return Err(Error::validation(format!("preconditions[{i}].filter.resource_type"), "is required"));
+        }
+        out.push(match proto::precondition::PreconditionOperation::try_from(p.operation) {
+            Ok(proto::precondition::PreconditionOperation::MustMatch) => Precondition::MustMatch(f),
+            Ok(proto::precondition::PreconditionOperation::MustNotMatch) => Precondition::MustNotMatch(f),
+            _ => {
+                return Err(Error::validation(
+                    format!("preconditions[{i}].operation"),
+                    "must be MUST_MATCH or MUST_NOT_MATCH",
+                ));
+            }
+        });
+    }
+    Ok(out)
+}
+
+fn write_error(e: WriteError) -> Error {
+    match e {
+        WriteError::Invalid(v) => {
+            let reason =
+                if v.iter().any(|x| x.reason == "DUPLICATE_UPDATE") { "DUPLICATE_UPDATE" } else { "VALIDATION_ERROR" };
+            let mut err = Error::invalid_argument(reason, "Invalid relationship updates");
+            for x in v {
+                err = err.with_field(x.field, x.message);
+            }
+            err
+        }
+        WriteError::AlreadyExists { index } => {
+            Error::already_exists("ALREADY_EXISTS", format!("updates[{index}] already exists"))
+                .with_metadata("index", index.to_string())
+        }
+        WriteError::PreconditionFailed { index } => {
+            Error::failed_precondition("PRECONDITION_FAILED", format!("preconditions[{index}] failed"))
+                .with_metadata("index", index.to_string())
+        }
+        WriteError::TooManyMatches { limit } => Error::failed_precondition(
+            "TOO_MANY_MATCHES",
+            format!("More than {limit} relationships match; nothing was deleted (set allow_partial to delete {limit})"),
+        )
+        .with_metadata("limit", limit.to_string()),
+        WriteError::Store(e) => Error::internal(anyhow::anyhow!(e)),
+    }
+}
+
+/// PERMISSION_DENIED FOREIGN_TYPE unless `ty` belongs to `service`'s module.
+fn own_type(schema: &Schema, service: &str, ty: &str) -> Result<(), Error> {
+    match schema.definition(ty) {
+        Some(def) if def.module != service => Err(Error::permission_denied(
+            "FOREIGN_TYPE",
+            format!(
+                "`{}` belongs to module `{}`; service:{service} may write only its own types",
+                def.name, def.module
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn object_ref(o: &ObjectRef) -> proto::ObjectReference {
+    proto::ObjectReference { object_type: o.ty.clone(), object_id: o.id.clone() }
+}
+
+fn subject_ref(s: &SubjectRef) -> proto::SubjectReference {
+    proto::SubjectReference {
+        object: Some(proto::ObjectReference { object_type: s.ty.clone(), object_id: s.id.clone() }),
+        optional_relation: s.relation.clone(),
+    }
+}
+
+/// A stored relationship on the wire.
+pub fn relationship(t: &Tuple) -> proto::Relationship {
+    proto::Relationship {
+        resource: Some(object_ref(&t.resource)),
+        relation: t.relation.clone(),
+        subject: Some(subject_ref(&t.subject)),
+    }
+}
+
+fn expand_node(n: &ExpandNode) -> proto::ExpandNode {
+    use proto::expand_node::Kind;
+    let mut out = proto::ExpandNode::default();
+    match n {
+        ExpandNode::Permission { resource, permission, child } => {
+            out.set_kind(Kind::Permission);
+            out.resource = Some(object_ref(resource));
+            out.name = permission.clone();
+            out.children = vec![expand_node(child)];
+        }
+        ExpandNode::Relation { resource, relation, subjects } => {
+            out.set_kind(Kind::Relation);
+            out.resource = Some(object_ref(resource));
+            out.name = relation.clone();
+            out.subjects = subjects.iter().map(subject_ref).collect();
+        }
+        ExpandNode::Arrow { relation, name, subjects } => {
+            out.set_kind(Kind::Arrow);
+            out.arrow_relation = relation.clone();
+            out.name = name.clone();
+            out.subjects = subjects.iter().map(subject_ref).collect();
+        }
+        ExpandNode::Union(v) | ExpandNode::Intersection(v) => {
+            out.set_kind(if matches!(n, ExpandNode::Union(_)) { Kind::Union } else { Kind::Intersection });
+            out.children = v.iter().map(expand_node).collect();
+        }
+        ExpandNode::Exclusion(l, r) => {
+            out.set_kind(Kind::Exclusion);
+            out.children = vec![expand_node(l), expand_node(r)];
+        }
+        ExpandNode::Nil => out.set_kind(Kind::Nil),
+    }
+    out
 }
 
 fn token(org: Uuid, revision: i64) -> Option<proto::ZedToken> {
@@ -197,6 +382,9 @@ impl SchemaService for PermissionsApi {
             Err(RegisterError::Store(e)) => return Err(Error::internal(e).into()),
         };
         tx.commit().await.map_err(Error::internal)?;
+        if reg.changed && !req.dry_run {
+            self.cache.schema_changed().await;
+        }
         Ok(Response::new(proto::WriteSchemaResponse {
             hash: reg.hash.iter().map(|b| format!("{b:02x}")).collect(),
             changed: reg.changed,
@@ -240,9 +428,6 @@ impl RelationshipService for PermissionsApi {
         if req.updates.is_empty() || req.updates.len() > MAX_UPDATES {
             return Err(Error::validation("updates", format!("1..{MAX_UPDATES} updates")).into());
         }
-        if req.preconditions.len() > MAX_PRECONDITIONS {
-            return Err(Error::validation("preconditions", format!("at most {MAX_PRECONDITIONS}")).into());
-        }
         let schema = self.schema().await?;
         let mut updates = Vec::with_capacity(req.updates.len());
         for (i, u) in req.updates.iter().enumerate() {
@@ -265,86 +450,137 @@ impl RelationshipService for PermissionsApi {
                 relation: r.relation.clone(),
                 subject: subject(r.subject.as_ref(), &format!("{f}.subject"))?,
             };
-            if let Some(def) = schema.definition(&t.resource.ty)
-                && def.module != service
-            {
-                return Err(Error::permission_denied(
-                    "FOREIGN_TYPE",
-                    format!(
-                        "`{}` belongs to module `{}`; service:{service} may write only its own types",
-                        def.name, def.module
-                    ),
-                )
-                .with_metadata("index", i.to_string())
-                .into());
-            }
+            own_type(&schema, &service, &t.resource.ty).map_err(|e| e.with_metadata("index", i.to_string()))?;
             updates.push((op, t));
         }
-        let mut preconditions = Vec::with_capacity(req.preconditions.len());
-        for (i, p) in req.preconditions.iter().enumerate() {
-            let f = p
-                .filter
-                .as_ref()
-                .ok_or_else(|| Error::validation(format!("preconditions[{i}].filter"), "is required"))?;
-            if f.resource_type.is_empty() {
-                return Err(Error::validation(format!("preconditions[{i}].filter.resource_type"), "is required").into());
-            }
-            let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
-            let filter = Filter {
-                resource_type: f.resource_type.clone(),
-                resource_id: opt(&f.optional_resource_id),
-                relation: opt(&f.optional_relation),
-                subject_type: opt(&f.optional_subject_type),
-                subject_id: opt(&f.optional_subject_id),
-                subject_relation: opt(&f.optional_subject_relation),
-            };
-            preconditions.push(match proto::precondition::PreconditionOperation::try_from(p.operation) {
-                Ok(proto::precondition::PreconditionOperation::MustMatch) => Precondition::MustMatch(filter),
-                Ok(proto::precondition::PreconditionOperation::MustNotMatch) => Precondition::MustNotMatch(filter),
-                _ => {
-                    return Err(Error::validation(
-                        format!("preconditions[{i}].operation"),
-                        "must be MUST_MATCH or MUST_NOT_MATCH",
-                    )
-                    .into());
-                }
-            });
-        }
+        let preconditions = preconditions(&req.preconditions)?;
         let mut tx = self.db.tenant_tx_for(org, None).await?;
-        let written =
-            match store::write(&mut tx, org, &schema, &updates, &preconditions, &format!("service:{service}")).await {
-                Ok(w) => w,
-                Err(WriteError::Invalid(v)) => {
-                    let reason = if v.iter().any(|x| x.reason == "DUPLICATE_UPDATE") {
-                        "DUPLICATE_UPDATE"
-                    } else {
-                        "VALIDATION_ERROR"
-                    };
-                    let mut err = Error::invalid_argument(reason, "Invalid relationship updates");
-                    for x in v {
-                        err = err.with_field(x.field, x.message);
-                    }
-                    return Err(err.into());
-                }
-                Err(WriteError::AlreadyExists { index }) => {
-                    return Err(Error::already_exists("ALREADY_EXISTS", format!("updates[{index}] already exists"))
-                        .with_metadata("index", index.to_string())
-                        .into());
-                }
-                Err(WriteError::PreconditionFailed { index }) => {
-                    return Err(Error::failed_precondition(
-                        "PRECONDITION_FAILED",
-                        format!("preconditions[{index}] failed"),
-                    )
-                    .with_metadata("index", index.to_string())
-                    .into());
-                }
-                Err(WriteError::Store(e)) => return Err(Error::internal(anyhow::anyhow!(e)).into()),
-            };
+        let written = store::write(&mut tx, org, &schema, &updates, &preconditions, &format!("service:{service}"))
+            .await
+            .map_err(write_error)?;
         tx.commit().await.map_err(Error::internal)?;
+        if written.changed {
+            let keys = updates
+                .iter()
+                .map(|(_, t)| (t.resource.ty.clone(), t.resource.id.clone(), t.relation.clone()))
+                .collect();
+            self.cache.written(Invalidation { org_id: org, revision: written.revision, keys, schema: false }).await;
+        }
         Ok(Response::new(proto::WriteRelationshipsResponse {
             written_at: token(org, written.revision),
             skipped: false,
+        }))
+    }
+
+    async fn delete_relationships(
+        &self,
+        request: Request<proto::DeleteRelationshipsRequest>,
+    ) -> Result<Response<proto::DeleteRelationshipsResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let service = service_name(&ctx)?.to_owned();
+        let org = ctx.org_id()?;
+        let req = request.into_inner();
+        let f = filter(req.filter.as_ref(), "filter")?;
+        let schema = self.schema().await?;
+        if f.resource_type.is_empty() {
+            // Only identity deletes by subject alone (member removal, key revocation, erasure).
+            if service != "identity" {
+                return Err(Error::validation("filter.resource_type", "is required").into());
+            }
+            if f.subject_type.is_none() {
+                return Err(Error::validation(
+                    "filter.optional_subject_type",
+                    "is required when filter.resource_type is empty",
+                )
+                .into());
+            }
+        } else {
+            if schema.definition(&f.resource_type).is_none() {
+                return Err(
+                    Error::validation("filter.resource_type", format!("unknown type `{}`", f.resource_type)).into()
+                );
+            }
+            own_type(&schema, &service, &f.resource_type)?;
+        }
+        let preconditions = preconditions(&req.preconditions)?;
+        let limit = match req.limit as usize {
+            0 => MAX_DELETE,
+            n if n > MAX_DELETE => return Err(Error::validation("limit", format!("at most {MAX_DELETE}")).into()),
+            n => n,
+        };
+        let mut tx = self.db.tenant_tx_for(org, None).await?;
+        let deleted = store::delete_by_filter(
+            &mut tx,
+            org,
+            &f,
+            &preconditions,
+            limit,
+            req.allow_partial,
+            &format!("service:{service}"),
+        )
+        .await
+        .map_err(write_error)?;
+        tx.commit().await.map_err(Error::internal)?;
+        if !deleted.tuples.is_empty() {
+            let keys = deleted
+                .tuples
+                .iter()
+                .map(|t| (t.resource.ty.clone(), t.resource.id.clone(), t.relation.clone()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            self.cache.written(Invalidation { org_id: org, revision: deleted.revision, keys, schema: false }).await;
+        }
+        Ok(Response::new(proto::DeleteRelationshipsResponse {
+            deleted_count: deleted.tuples.len() as u64,
+            partial: deleted.partial,
+            written_at: token(org, deleted.revision),
+        }))
+    }
+
+    async fn read_relationships(
+        &self,
+        request: Request<proto::ReadRelationshipsRequest>,
+    ) -> Result<Response<proto::ReadRelationshipsResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        service_name(&ctx)?;
+        let org = ctx.org_id()?;
+        let req = request.into_inner();
+        consistency(req.consistency.as_ref(), org)?;
+        let f = filter(req.filter.as_ref(), "filter")?;
+        if f.resource_type.is_empty() {
+            return Err(Error::validation("filter.resource_type", "is required").into());
+        }
+        let size = match req.page_size {
+            n if n < 0 => return Err(Error::validation("page_size", "must not be negative").into()),
+            0 => DEFAULT_READ_PAGE,
+            n => (n as usize).min(MAX_READ_PAGE),
+        };
+        let none = String::new();
+        let query = PageTokens::query_hash(&[
+            &org.to_string(),
+            &f.resource_type,
+            f.resource_id.as_ref().unwrap_or(&none),
+            f.relation.as_ref().unwrap_or(&none),
+            f.subject_type.as_ref().unwrap_or(&none),
+            f.subject_id.as_ref().unwrap_or(&none),
+            f.subject_relation.as_ref().unwrap_or(&none),
+        ]);
+        let after: Option<Tuple> = self.pages.decode(&query, &req.page_token)?;
+        let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+        let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
+        let mut rows = store::read_page(&mut tx, org, &f, after.as_ref(), size + 1).await.map_err(Error::internal)?;
+        tx.commit().await.map_err(Error::internal)?;
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let next_page_token = match rows.last() {
+            Some(last) if more => self.pages.encode(&query, last),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ReadRelationshipsResponse {
+            relationships: rows.iter().map(relationship).collect(),
+            next_page_token,
+            read_at: token(org, revision),
         }))
     }
 }
@@ -358,17 +594,32 @@ impl CheckService for PermissionsApi {
         service_name(&ctx)?;
         let org = ctx.org_id()?;
         let req = request.into_inner();
-        consistency(req.consistency.as_ref(), org)?;
+        let freshness = consistency(req.consistency.as_ref(), org)?;
         let resource = object(req.resource.as_ref(), "resource")?;
         let subject = subject(req.subject.as_ref(), "subject")?;
         let depth = if req.max_depth == 0 { DEFAULT_MAX_DEPTH } else { req.max_depth.min(DEFAULT_MAX_DEPTH) };
         let schema = self.schema().await?;
+        // Answers computed with a lowered depth limit are neither served from nor put in the
+        // cache: the limit can change the answer.
+        let cacheable = depth == DEFAULT_MAX_DEPTH;
+        if cacheable && let Some((has, revision)) = self.cache.get(org, &resource, &req.permission, &subject, freshness)
+        {
+            return Ok(Response::new(proto::CheckResponse {
+                permissionship: permissionship(has),
+                checked_at: token(org, revision),
+            }));
+        }
+        let snapshot_at = Instant::now();
         let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
         let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
-        let has = Evaluator::new(&schema, PgReader::new(&mut tx, org), depth)
-            .check(&resource, &req.permission, &subject)
-            .await
-            .map_err(eval_error)?;
+        let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), depth);
+        let has = ev.check(&resource, &req.permission, &subject).await.map_err(eval_error)?;
+        if cacheable {
+            let reads = ev.read_keys();
+            self.cache.put(org, &resource, &req.permission, &subject, (has, revision), snapshot_at, reads);
+        }
+        drop(ev);
+        tx.commit().await.map_err(Error::internal)?;
         Ok(Response::new(proto::CheckResponse {
             permissionship: permissionship(has),
             checked_at: token(org, revision),
@@ -433,11 +684,29 @@ impl CheckService for PermissionsApi {
         let schema = self.schema().await?;
         let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
         let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
-        let (ids, _more) = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH)
+        let at = token(org, revision);
+        let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH);
+        // The org's object is `organization:<org id>` (identity's convention).
+        if req.allow_org_wide
+            && ev
+                .org_wide(
+                    &req.resource_type,
+                    &req.permission,
+                    &subject,
+                    &ObjectRef::new("organization", org.to_string()),
+                )
+                .await
+                .map_err(eval_error)?
+        {
+            let one = proto::LookupResourcesResponse { org_wide: true, looked_up_at: at, ..Default::default() };
+            return Ok(Response::new(Box::pin(futures::stream::iter([Ok(one)]))));
+        }
+        let (ids, _more) = ev
             .lookup_resources(&req.resource_type, &req.permission, &subject, cursor.as_deref(), limit)
             .await
             .map_err(eval_error)?;
-        let at = token(org, revision);
+        drop(ev);
+        tx.commit().await.map_err(Error::internal)?;
         let items: Vec<Result<proto::LookupResourcesResponse, Status>> = ids
             .into_iter()
             .map(|id| {
@@ -445,9 +714,181 @@ impl CheckService for PermissionsApi {
                     after_cursor: id.clone(),
                     resource_id: id,
                     looked_up_at: at.clone(),
+                    org_wide: false,
                 })
             })
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(items))))
     }
+
+    async fn expand(&self, request: Request<proto::ExpandRequest>) -> Result<Response<proto::ExpandResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        service_name(&ctx)?;
+        let org = ctx.org_id()?;
+        let req = request.into_inner();
+        consistency(req.consistency.as_ref(), org)?;
+        let resource = object(req.resource.as_ref(), "resource")?;
+        let schema = self.schema().await?;
+        let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+        let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
+        let tree = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH)
+            .expand(&resource, &req.permission)
+            .await
+            .map_err(eval_error)?;
+        tx.commit().await.map_err(Error::internal)?;
+        Ok(Response::new(proto::ExpandResponse { tree: Some(expand_node(&tree)), expanded_at: token(org, revision) }))
+    }
+
+    type LookupSubjectsStream = SubjectStream;
+
+    async fn lookup_subjects(
+        &self,
+        request: Request<proto::LookupSubjectsRequest>,
+    ) -> Result<Response<Self::LookupSubjectsStream>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        service_name(&ctx)?;
+        let org = ctx.org_id()?;
+        let req = request.into_inner();
+        consistency(req.consistency.as_ref(), org)?;
+        let resource = object(req.resource.as_ref(), "resource")?;
+        if req.subject_type.is_empty() {
+            return Err(Error::validation("subject_type", "is required").into());
+        }
+        let limit = match req.limit as usize {
+            0 => MAX_LOOKUP,
+            n if n > MAX_LOOKUP => return Err(Error::validation("limit", format!("at most {MAX_LOOKUP}")).into()),
+            n => n,
+        };
+        let schema = self.schema().await?;
+        let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+        let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
+        let found = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH)
+            .lookup_subjects(&resource, &req.permission, &req.subject_type, &req.subject_relation)
+            .await
+            .map_err(eval_error)?;
+        tx.commit().await.map_err(Error::internal)?;
+        let at = token(org, revision);
+        // `*` sorts before every id, so the wildcard comes first and the cursor is the last id.
+        let items: Vec<Result<proto::LookupSubjectsResponse, Status>> = found
+            .into_iter()
+            .filter(|f| req.cursor.is_empty() || f.id > req.cursor)
+            .take(limit)
+            .map(|f| {
+                Ok(proto::LookupSubjectsResponse {
+                    after_cursor: f.id.clone(),
+                    subject_id: f.id,
+                    excluded_subject_ids: f.excluded,
+                    looked_up_at: at.clone(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(items))))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        service_name(&ctx)?;
+        let org = ctx.org_id()?;
+        let req = request.into_inner();
+        let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
+            Error::new(
+                tonic::Code::ResourceExhausted,
+                "TOO_MANY_WATCHES",
+                format!("This replica already serves {MAX_WATCHES} Watch streams; retry on another"),
+            )
+            .with_retry_after(Duration::from_secs(1))
+        })?;
+        let mut after = match &req.start_cursor {
+            Some(t) => Zookie::decode(&t.token, org).map_err(token_error)?.revision,
+            None => {
+                let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+                store::revision(&mut tx, org).await.map_err(Error::internal)?
+            }
+        };
+        let types = req.object_types;
+        let db = self.db.clone();
+        // The first read happens before the stream is returned, so an expired cursor fails the call.
+        let first = watch_read(&db, org, after, &types).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<proto::WatchResponse, Status>>(16);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut batch = Some(first);
+            loop {
+                let changes = match batch.take() {
+                    Some(c) => c,
+                    None => match watch_read(&db, org, after, &types).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    },
+                };
+                let idle = changes.is_empty();
+                for (revision, updates) in changes {
+                    after = revision;
+                    let message = proto::WatchResponse { updates, changes_through: token(org, revision) };
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+                if idle {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(WATCH_POLL) => {}
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+type SubjectStream = Pin<Box<dyn Stream<Item = Result<proto::LookupSubjectsResponse, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchResponse, Status>> + Send>>;
+
+/// The changes after `after`, grouped by revision (revisions whose changes are all filtered out by
+/// `types` still advance the cursor, as a message without updates).
+async fn watch_read(
+    db: &Db,
+    org: Uuid,
+    after: i64,
+    types: &[String],
+) -> Result<Vec<(i64, Vec<proto::WatchUpdate>)>, Error> {
+    let mut tx = store::snapshot(db, org).await.map_err(Error::internal)?;
+    let all: Vec<String> = Vec::new();
+    let changes = match store::changes_after(&mut tx, org, after, &all, 1000).await {
+        Ok(c) => c,
+        Err(ChangesError::Expired) => {
+            return Err(Error::failed_precondition(
+                "REVISION_EXPIRED",
+                "The changes after this cursor are no longer retained; start without a cursor",
+            ));
+        }
+        Err(ChangesError::Store(e)) => return Err(Error::unavailable("UNAVAILABLE", format!("changelog: {e}"))),
+    };
+    tx.commit().await.map_err(Error::internal)?;
+    let mut out: Vec<(i64, Vec<proto::WatchUpdate>)> = Vec::new();
+    for c in changes {
+        if out.last().is_none_or(|(r, _)| *r != c.revision) {
+            out.push((c.revision, Vec::new()));
+        }
+        if types.is_empty() || types.contains(&c.tuple.resource.ty) {
+            let op = match c.operation {
+                Operation::Touch => proto::Operation::Touch,
+                Operation::Create => proto::Operation::Create,
+                Operation::Delete => proto::Operation::Delete,
+            };
+            if let Some((_, v)) = out.last_mut() {
+                v.push(proto::WatchUpdate { operation: op as i32, relationship: Some(relationship(&c.tuple)) });
+            }
+        }
+    }
+    // Revisions whose changes were all filtered out are not sent, except to move the cursor in
+    // the last message.
+    let last = out.last().map(|(r, _)| *r);
+    out.retain(|(r, v)| !v.is_empty() || Some(*r) == last);
+    Ok(out)
 }

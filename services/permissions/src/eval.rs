@@ -20,7 +20,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{Expr, Schema};
+use crate::schema::{AllowedSubject, Expr, Schema};
 
 /// The default and largest depth (rule 10).
 pub const DEFAULT_MAX_DEPTH: u32 = 50;
@@ -262,6 +262,12 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
     /// The reader (to inspect it after evaluation).
     pub fn reader(&self) -> &R {
         &self.reader
+    }
+
+    /// Every `(type, id, relation)` this evaluator has read so far: what its answers depend on
+    /// (the result cache voids an answer when one of them changes).
+    pub fn read_keys(&self) -> Vec<(String, String, String)> {
+        self.rows.keys().cloned().collect()
     }
 
     fn validate(&self, ty: &str, name: &str) -> Result<(), EvalError> {
@@ -522,6 +528,38 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
             }
         }
         out
+    }
+
+    /// The org-wide shortcut of LookupResources (rule 19): whether `permission` on `ty` is a union
+    /// (or a single term) with a top-level term `rel->x`, where `rel` allows only `organization`,
+    /// and `subject` holds `x` on `org_object`. Every object of the type then qualifies, because
+    /// the owning service relates each of its objects to its org.
+    pub async fn org_wide(
+        &mut self,
+        ty: &str,
+        permission: &str,
+        subject: &SubjectRef,
+        org_object: &ObjectRef,
+    ) -> Result<bool, EvalError> {
+        self.validate(ty, permission)?;
+        let Some(e) = self.schema.definition(ty).and_then(|d| d.permissions.get(permission)).cloned() else {
+            return Ok(false);
+        };
+        let terms = match &e {
+            Expr::Union(v) => v.clone(),
+            other => vec![other.clone()],
+        };
+        for term in terms {
+            let Expr::Arrow(rel, x) = term else { continue };
+            let only_org = self
+                .schema
+                .relation(ty, &rel)
+                .is_some_and(|allowed| allowed.iter().all(|a| *a == AllowedSubject::Direct(org_object.ty.clone())));
+            if only_org && self.check(org_object, &x, subject).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Resources of `ty` on which `subject` holds `permission`, in id order after `cursor`, at most

@@ -10,10 +10,14 @@
 //!   consistency tokens.
 //! - [`registry`]: schema registration: validation against the other modules and the stored
 //!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
-//! - [`api`]: the gRPC handlers (SchemaService, RelationshipService, CheckService).
-//! - `module()`: what the `trellis` binary serves.
+//! - [`cache`]: the per-replica result cache of Check, with revision-aware invalidation over Redis.
+//! - [`api`]: the gRPC handlers (SchemaService; RelationshipService: Write, Delete by filter,
+//!   Read; CheckService: Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch).
+//! - `module()`: what the `trellis` binary serves, plus the changelog retention sweep
+//!   (`PERMISSIONS_CHANGELOG_RETENTION`, migration `0010_changelog_retention.sql`).
 
 pub mod api;
+pub mod cache;
 pub mod eval;
 pub mod registry;
 pub mod schema;
@@ -33,15 +37,50 @@ pub fn migrator() -> &'static sqlx::migrate::Migrator {
     &MIGRATOR
 }
 
-/// The permissions module.
+/// How long the changelog (and so Watch's resumability) reaches back:
+/// `PERMISSIONS_CHANGELOG_RETENTION` in seconds, default 7 days.
+pub fn changelog_retention() -> std::time::Duration {
+    std::env::var("PERMISSIONS_CHANGELOG_RETENTION")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(std::time::Duration::from_secs(7 * 24 * 3600))
+}
+
+/// The permissions module, with cache settings from the environment
+/// (`PERMISSIONS_MAX_STALENESS`, `PERMISSIONS_CACHE_BYTES`).
 pub fn module() -> Module {
-    let module = Module::new("permissions", &MIGRATOR, |runtime| {
+    module_with(cache::CacheSettings::from_env())
+}
+
+/// The permissions module with explicit cache settings.
+pub fn module_with(settings: cache::CacheSettings) -> Module {
+    let module = Module::new("permissions", &MIGRATOR, move |runtime| {
         Box::pin(async move {
             use trellis_proto::trellis::permissions::v1::check_service_server::CheckServiceServer;
             use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipServiceServer;
             use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaServiceServer;
-            let api = api::PermissionsApi::new(runtime.db.clone());
+            let cache = cache::CheckCache::new(settings);
+            cache.connect_redis(&runtime.config.redis_url).await?;
+            let pages = trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes());
+            let api = api::PermissionsApi::new(runtime.db.clone(), cache, pages);
+            let retention = changelog_retention();
+            let (db, shutdown) = (runtime.db.clone(), runtime.shutdown.clone());
+            let sweep = async move {
+                loop {
+                    match store::purge_changelog(&db, retention).await {
+                        Ok(n) if n > 0 => tracing::info!(rows = n, "changelog rows past retention removed"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "changelog retention sweep failed"),
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+                    }
+                }
+            };
             Ok(Service::new()
+                .worker("changelog-retention", sweep)
                 .grpc(SchemaServiceServer::new(api.clone()))
                 .grpc(RelationshipServiceServer::new(api.clone()))
                 .grpc(CheckServiceServer::new(api)))

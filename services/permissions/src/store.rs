@@ -150,7 +150,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Operation::Touch => "touch",
             Operation::Create => "create",
@@ -194,6 +194,8 @@ pub enum WriteError {
     AlreadyExists { index: usize },
     /// FAILED_PRECONDITION PRECONDITION_FAILED (`index` of the precondition).
     PreconditionFailed { index: usize },
+    /// FAILED_PRECONDITION TOO_MANY_MATCHES: a delete by filter matched more than `limit` rows.
+    TooManyMatches { limit: usize },
     /// The database failed.
     Store(String),
 }
@@ -274,10 +276,14 @@ pub struct Written {
     pub changed: bool,
 }
 
+/// SQL conditions for a filter, with `$first..` placeholders; an empty `resource_type` matches
+/// every type.
 fn filter_sql(f: &Filter, first: usize) -> (String, Vec<String>) {
-    let mut sql = format!("resource_type = ${first}");
-    let mut binds = vec![f.resource_type.clone()];
+    let mut sql = String::from("true");
+    let mut binds = Vec::new();
+    let resource_type = (!f.resource_type.is_empty()).then(|| f.resource_type.clone());
     for (col, v) in [
+        ("resource_type", &resource_type),
         ("resource_id", &f.resource_id),
         ("relation", &f.relation),
         ("subject_type", &f.subject_type),
@@ -290,6 +296,256 @@ fn filter_sql(f: &Filter, first: usize) -> (String, Vec<String>) {
         }
     }
     (sql, binds)
+}
+
+/// Takes the org's revision row lock (creating the row) and returns the current revision, so
+/// concurrent writers of the org serialize here.
+async fn lock_revision(tx: &mut PgConnection, org: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query("insert into permissions.org_revisions (org_id, revision) values ($1, 0) on conflict do nothing")
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar("select revision from permissions.org_revisions where org_id = $1 for update")
+        .bind(org)
+        .fetch_one(&mut *tx)
+        .await
+}
+
+async fn check_preconditions(
+    tx: &mut PgConnection,
+    org: Uuid,
+    preconditions: &[Precondition],
+) -> Result<(), WriteError> {
+    for (i, p) in preconditions.iter().enumerate() {
+        let (f, must) = match p {
+            Precondition::MustMatch(f) => (f, true),
+            Precondition::MustNotMatch(f) => (f, false),
+        };
+        let (cond, binds) = filter_sql(f, 2);
+        let sql = format!("select exists(select 1 from permissions.relationships where org_id = $1 and {cond})");
+        let mut q = sqlx::query_scalar::<_, bool>(&sql).bind(org);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        if q.fetch_one(&mut *tx).await? != must {
+            return Err(WriteError::PreconditionFailed { index: i });
+        }
+    }
+    Ok(())
+}
+
+async fn set_revision(tx: &mut PgConnection, org: Uuid, revision: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("update permissions.org_revisions set revision = $2 where org_id = $1")
+        .bind(org)
+        .bind(revision)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The outcome of a delete by filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    /// The relationships deleted, in primary-key order.
+    pub tuples: Vec<Tuple>,
+    /// More rows matched than the limit (only with `allow_partial`).
+    pub partial: bool,
+    /// The revision after the delete (unchanged when nothing matched).
+    pub revision: i64,
+}
+
+/// Deletes the relationships of `org` matching `filter` in one revision (DeleteRelationships):
+/// preconditions first, then at most `limit` rows in primary-key order. More matches than
+/// `limit` without `allow_partial` → [`WriteError::TooManyMatches`], nothing deleted. One
+/// changelog row per deleted relationship. The caller commits.
+pub async fn delete_by_filter(
+    tx: &mut PgConnection,
+    org: Uuid,
+    filter: &Filter,
+    preconditions: &[Precondition],
+    limit: usize,
+    allow_partial: bool,
+    actor: &str,
+) -> Result<Deleted, WriteError> {
+    let current = lock_revision(tx, org).await?;
+    check_preconditions(tx, org, preconditions).await?;
+    let (cond, binds) = filter_sql(filter, 2);
+    let sql = format!(
+        "select count(*) from (select 1 from permissions.relationships where org_id = $1 and {cond} limit {}) matched",
+        limit + 1
+    );
+    let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(org);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    let matched = q.fetch_one(&mut *tx).await? as usize;
+    if matched > limit && !allow_partial {
+        return Err(WriteError::TooManyMatches { limit });
+    }
+    if matched == 0 {
+        return Ok(Deleted { tuples: Vec::new(), partial: false, revision: current });
+    }
+    let next = current + 1;
+    let n = binds.len();
+    let sql = format!(
+        "with gone as (
+             -- By ctid: the org's revision lock is held, so no other writer moves these rows, and
+             -- a TID scan does not depend on the planner's estimate of the table.
+             delete from permissions.relationships r
+              using (select ctid as doomed
+                       from permissions.relationships
+                      where org_id = $1 and {cond}
+                      order by resource_type, resource_id, relation, subject_type, subject_id, subject_relation
+                      limit {limit}) d
+              where r.ctid = d.doomed
+          returning r.resource_type, r.resource_id, r.relation, r.subject_type, r.subject_id, r.subject_relation)
+         insert into permissions.changelog
+             (org_id, revision, ordinal, operation, resource_type, resource_id, relation,
+              subject_type, subject_id, subject_relation, actor)
+         select $1, ${rev}, (row_number() over (order by resource_type, resource_id, relation, subject_type, subject_id, subject_relation) - 1)::int,
+                'delete', resource_type, resource_id, relation, subject_type, subject_id, subject_relation, ${actor}
+           from gone
+         returning resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text",
+        rev = n + 2,
+        actor = n + 3,
+    );
+    let mut q = sqlx::query_as::<_, Row>(&sql).bind(org);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    let mut tuples: Vec<Tuple> =
+        q.bind(next).bind(actor).fetch_all(&mut *tx).await?.into_iter().map(to_tuple).collect();
+    tuples.sort();
+    set_revision(tx, org, next).await?;
+    Ok(Deleted { tuples, partial: matched > limit, revision: next })
+}
+
+/// One page of the relationships of `org` (and the platform scope) matching `filter`, in primary-key
+/// order after `after`, at most `limit`.
+pub async fn read_page(
+    conn: &mut PgConnection,
+    org: Uuid,
+    filter: &Filter,
+    after: Option<&Tuple>,
+    limit: usize,
+) -> Result<Vec<Tuple>, sqlx::Error> {
+    let (cond, binds) = filter_sql(filter, 2);
+    let n = binds.len();
+    let after_sql = if after.is_some() {
+        format!(
+            " and (resource_type, resource_id, relation, subject_type, subject_id, subject_relation)
+                > (${}, ${}, ${}, ${}, ${}, ${})",
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
+           from permissions.relationships
+          where org_id = $1 and {cond}{after_sql}
+          order by resource_type, resource_id, relation, subject_type, subject_id, subject_relation
+          limit {limit}"
+    );
+    let mut q = sqlx::query_as::<_, Row>(&sql).bind(org);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    if let Some(t) = after {
+        q = q
+            .bind(&t.resource.ty)
+            .bind(&t.resource.id)
+            .bind(&t.relation)
+            .bind(&t.subject.ty)
+            .bind(&t.subject.id)
+            .bind(&t.subject.relation);
+    }
+    Ok(q.fetch_all(conn).await?.into_iter().map(to_tuple).collect())
+}
+
+/// One recorded change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub revision: i64,
+    pub operation: Operation,
+    pub tuple: Tuple,
+}
+
+/// A changelog row: revision, operation, then the relationship's columns.
+type ChangeRow = (i64, String, String, String, String, String, String, String);
+
+/// Why a changelog read was refused.
+#[derive(Debug)]
+pub enum ChangesError {
+    /// The changes after the cursor are no longer retained.
+    Expired,
+    Store(sqlx::Error),
+}
+
+impl From<sqlx::Error> for ChangesError {
+    fn from(e: sqlx::Error) -> Self {
+        ChangesError::Store(e)
+    }
+}
+
+/// Changes of `org` after revision `after`, in revision order, whole revisions only, up to about
+/// `limit` rows. Every revision has changelog rows (rule 3), so when the org is past `after` and
+/// the row of `after + 1` is gone, the cursor has expired.
+pub async fn changes_after(
+    conn: &mut PgConnection,
+    org: Uuid,
+    after: i64,
+    types: &[String],
+    limit: i64,
+) -> Result<Vec<Change>, ChangesError> {
+    let rows: Vec<ChangeRow> = sqlx::query_as(
+        "select revision, operation, resource_type::text, resource_id::text, relation::text,
+                subject_type::text, subject_id::text, subject_relation::text
+           from permissions.changelog
+          where org_id = $1 and revision > $2
+            and revision <= (select coalesce(max(revision), $2) from (
+                    select revision from permissions.changelog
+                     where org_id = $1 and revision > $2 order by revision, ordinal limit $3) l)
+          order by revision, ordinal",
+    )
+    .bind(org)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.first().is_none_or(|r| r.0 != after + 1) {
+        let current = revision(conn, org).await?;
+        if current > after {
+            return Err(ChangesError::Expired);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|r| types.is_empty() || types.contains(&r.2))
+        .map(|(revision, op, rt, rid, rel, st, sid, srel)| Change {
+            revision,
+            operation: match op.as_str() {
+                "create" => Operation::Create,
+                "delete" => Operation::Delete,
+                _ => Operation::Touch,
+            },
+            tuple: to_tuple((rt, rid, rel, st, sid, srel)),
+        })
+        .collect())
+}
+
+/// Deletes changelog rows older than `retention` in every org (a SECURITY DEFINER function, as
+/// the sweep spans orgs). Returns the number of rows removed.
+pub async fn purge_changelog(db: &Db, retention: std::time::Duration) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select permissions.purge_changelog($1)")
+        .bind(retention.as_secs_f64())
+        .fetch_one(db.pool())
+        .await
 }
 
 /// Applies a validated batch in one transaction of `org` and one revision (rule 3): checks the
@@ -308,30 +564,8 @@ pub async fn write(
         return Err(WriteError::Invalid(violations));
     }
     // The revision lock first, so concurrent writers of the org serialize here.
-    sqlx::query("insert into permissions.org_revisions (org_id, revision) values ($1, 0) on conflict do nothing")
-        .bind(org)
-        .execute(&mut *tx)
-        .await?;
-    let current: i64 =
-        sqlx::query_scalar("select revision from permissions.org_revisions where org_id = $1 for update")
-            .bind(org)
-            .fetch_one(&mut *tx)
-            .await?;
-    for (i, p) in preconditions.iter().enumerate() {
-        let (f, must) = match p {
-            Precondition::MustMatch(f) => (f, true),
-            Precondition::MustNotMatch(f) => (f, false),
-        };
-        let (cond, binds) = filter_sql(f, 2);
-        let sql = format!("select exists(select 1 from permissions.relationships where org_id = $1 and {cond})");
-        let mut q = sqlx::query_scalar::<_, bool>(&sql).bind(org);
-        for b in &binds {
-            q = q.bind(b);
-        }
-        if q.fetch_one(&mut *tx).await? != must {
-            return Err(WriteError::PreconditionFailed { index: i });
-        }
-    }
+    let current = lock_revision(tx, org).await?;
+    check_preconditions(tx, org, preconditions).await?;
     let next = current + 1;
     let mut ordinal = 0i32;
     for (i, (op, t)) in updates.iter().enumerate() {
@@ -404,10 +638,6 @@ pub async fn write(
     if ordinal == 0 {
         return Ok(Written { revision: current, changed: false });
     }
-    sqlx::query("update permissions.org_revisions set revision = $2 where org_id = $1")
-        .bind(org)
-        .bind(next)
-        .execute(&mut *tx)
-        .await?;
+    set_revision(tx, org, next).await?;
     Ok(Written { revision: next, changed: true })
 }

@@ -35,13 +35,13 @@ fn chrono_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn authed<T>(message: T, token: &str) -> Request<T> {
+pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut r = Request::new(message);
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     r
 }
 
-fn rel(t: &Tuple) -> pb::Relationship {
+pub(crate) fn rel(t: &Tuple) -> pb::Relationship {
     pb::Relationship {
         resource: Some(pb::ObjectReference { object_type: t.resource.ty.clone(), object_id: t.resource.id.clone() }),
         relation: t.relation.clone(),
@@ -52,7 +52,7 @@ fn rel(t: &Tuple) -> pb::Relationship {
     }
 }
 
-fn updates(op: pb::Operation, tuples: &[Tuple]) -> pb::WriteRelationshipsRequest {
+pub(crate) fn updates(op: pb::Operation, tuples: &[Tuple]) -> pb::WriteRelationshipsRequest {
     pb::WriteRelationshipsRequest {
         updates: tuples
             .iter()
@@ -62,19 +62,20 @@ fn updates(op: pb::Operation, tuples: &[Tuple]) -> pb::WriteRelationshipsRequest
     }
 }
 
-fn check_req(s: &str, consistency: Option<pb::Consistency>) -> pb::CheckRequest {
+pub(crate) fn check_req(s: &str, consistency: Option<pb::Consistency>) -> pb::CheckRequest {
     let t = tuple(s);
     let r = rel(&t);
     pb::CheckRequest { resource: r.resource, permission: r.relation, subject: r.subject, consistency, max_depth: 0 }
 }
 
-struct Clients {
-    schema: SchemaServiceClient<Channel>,
-    rels: RelationshipServiceClient<Channel>,
-    check: CheckServiceClient<Channel>,
+#[derive(Clone)]
+pub(crate) struct Clients {
+    pub(crate) schema: SchemaServiceClient<Channel>,
+    pub(crate) rels: RelationshipServiceClient<Channel>,
+    pub(crate) check: CheckServiceClient<Channel>,
 }
 
-async fn clients(cell: &TestCell) -> Clients {
+pub(crate) async fn clients(cell: &TestCell) -> Clients {
     let url = cell.config.urls.get("permissions").expect("url").to_owned();
     let ch = Channel::from_shared(url).expect("url").connect().await.expect("connect");
     Clients {
@@ -84,12 +85,12 @@ async fn clients(cell: &TestCell) -> Clients {
     }
 }
 
-async fn has(c: &mut Clients, token: &str, s: &str, consistency: Option<pb::Consistency>) -> bool {
+pub(crate) async fn has(c: &mut Clients, token: &str, s: &str, consistency: Option<pb::Consistency>) -> bool {
     let r = c.check.check(authed(check_req(s, consistency), token)).await.unwrap_or_else(|e| panic!("{s}: {e:?}"));
     r.into_inner().permissionship == pb::Permissionship::HasPermission as i32
 }
 
-fn fresh(token: &pb::ZedToken) -> Option<pb::Consistency> {
+pub(crate) fn fresh(token: &pb::ZedToken) -> Option<pb::Consistency> {
     Some(pb::Consistency { requirement: Some(pb::consistency::Requirement::AtLeastAsFresh(token.clone())) })
 }
 
@@ -221,6 +222,7 @@ async fn schema_writes_and_checks_over_grpc() {
             consistency: None,
             limit: 2,
             cursor: cursor.clone(),
+            allow_org_wide: false,
         };
         let mut stream = c.check.lookup_resources(authed(req, &as_acceptance)).await.expect("lookup").into_inner();
         let mut page = Vec::new();
