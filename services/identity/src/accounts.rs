@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use chrono::Utc;
 use trellis_kit::config::Config;
 use trellis_kit::db::{Db, Tx, on_constraint};
+use trellis_kit::org_relationships;
 use trellis_kit::{Error, RequestContext, Result, Subject};
 use trellis_proto::trellis::identity::v1::{LoginFailed, LoginFailureReason, SessionRevokeReason};
 use uuid::Uuid;
@@ -37,6 +38,8 @@ pub struct Identity {
     pub(crate) settings: IdentityConfig,
     pub(crate) announcer: crate::revocation::Announcer,
     pub(crate) limiter: trellis_kit::ratelimit::RateLimiter,
+    /// The permissions client, acting as `service:identity` with tokens identity signs itself.
+    pub(crate) authz: trellis_kit::authz::Authz,
     issuer: String,
     audience: String,
 }
@@ -104,6 +107,12 @@ impl Identity {
         }
         let encryption = EncryptionKey::from_base64(&settings.encryption_key)?;
         let keys = Keys::start(db.clone(), encryption).await?;
+        let credentials = crate::relationships::SelfSigned::new(
+            Keys::start(db.clone(), EncryptionKey::from_base64(&settings.encryption_key)?).await?,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+        );
+        let authz = trellis_kit::authz::Authz::new(&config.urls.permissions, std::sync::Arc::new(credentials))?;
         // The dummy hash costs one Argon2id run: pay it now rather than in the first sign-in.
         tokio::task::spawn_blocking(password::dummy_hash).await?;
         let announcer = crate::revocation::Announcer::new(&config.redis_url)?;
@@ -116,6 +125,7 @@ impl Identity {
             settings,
             announcer,
             limiter,
+            authz,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
         })
@@ -151,7 +161,7 @@ impl Identity {
             email_verified: false,
         };
         let token = reg.invitation_token.trim();
-        let (mut tx, user, membership) = if token.is_empty() {
+        let (mut tx, user, membership, version) = if token.is_empty() {
             self.register_with_personal_org(ctx, new_user, org_name).await?
         } else {
             self.register_through_invitation(ctx, new_user, token).await?
@@ -159,6 +169,13 @@ impl Identity {
         let (session_id, refresh_token) = self.start_session(&mut tx, user_id, Some(&membership), client).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user_id, org_id = %membership.org_id, "user registered");
+        let role = org_relationships::member_role(
+            &membership.org_id.to_string(),
+            &user_id.to_string(),
+            &membership.role,
+            version,
+        );
+        self.apply_relationships(membership.org_id, &[role]).await;
         let access_token = self.sign_access_token(user_id, session_id, Some(&membership)).await?;
         Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
     }
@@ -170,7 +187,7 @@ impl Identity {
         ctx: &RequestContext,
         new_user: store::NewUser<'_>,
         org_name: &str,
-    ) -> Result<(Tx, store::User, Membership)> {
+    ) -> Result<(Tx, store::User, Membership, i64)> {
         let org_id = Uuid::now_v7();
         let user_id = new_user.id;
         let mut tx = self.db.tenant_tx_for(org_id, Some(user_id)).await?;
@@ -204,7 +221,7 @@ impl Identity {
             joined_at: user.created_at,
             last_used_at: None,
         };
-        Ok((tx, user, membership))
+        Ok((tx, user, membership, version))
     }
 
     /// The user and their membership of the inviting organization, in its tenant transaction
@@ -214,7 +231,7 @@ impl Identity {
         ctx: &RequestContext,
         new_user: store::NewUser<'_>,
         token: &str,
-    ) -> Result<(Tx, store::User, Membership)> {
+    ) -> Result<(Tx, store::User, Membership, i64)> {
         let found = match tokens::looks_like_token(token) {
             true => store::find_invitation(self.db.pool(), &tokens::hash_token(token)).await?,
             false => None,
@@ -245,7 +262,7 @@ impl Identity {
             joined_at: user.created_at,
             last_used_at: None,
         };
-        Ok((tx, user, membership))
+        Ok((tx, user, membership, version))
     }
 
     /// Signs in with email and password (see `AuthService.Login`). Every failure is the same

@@ -9,6 +9,10 @@
 //!   state every handler shares.
 //! - [`invitation`]: creating invitations, and the rules for accepting one.
 //! - [`user`], [`organization`]: rules for emails and names, roles, slugs.
+//! - [`organizations`], [`members`] (queries in [`org_store`], handlers in
+//!   [`organizations_api`]): the OrganizationService, authorized by permissions Checks.
+//! - [`relationships`]: identity's schema, the `service:identity` tokens it signs itself, and the
+//!   relationship writes right after its commits (the permissions consumer applies the same).
 //! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
 //! - [`tokens`]: opaque refresh tokens, refresh verdicts (rotation, reuse), which organization a
 //!   session acts in, access-token claims.
@@ -36,9 +40,14 @@ pub mod error;
 pub mod events;
 pub mod invitation;
 pub mod keys;
+pub mod members;
+pub mod org_store;
 pub mod organization;
+pub mod organizations;
+pub mod organizations_api;
 pub mod password;
 pub mod recovery;
+pub mod relationships;
 pub mod revocation;
 pub mod sessions;
 pub mod store;
@@ -46,10 +55,12 @@ pub mod tokens;
 pub mod user;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use trellis_kit::{Module, Service};
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
+use trellis_proto::trellis::identity::v1::organization_service_server::OrganizationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
 
@@ -76,12 +87,36 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             settings.validate()?;
             let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
+            let schema = register_schema(identity.authz.clone(), runtime.shutdown.clone());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
+                .worker("permissions-schema", schema)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
+                .grpc(OrganizationServiceServer::new(organizations_api::OrganizationApi::new(
+                    identity.clone(),
+                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
+                )))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
         })
     })
+    .with_schema(relationships::SCHEMA)
+}
+
+/// Registers identity's schema with the permissions service, retrying while it is unavailable,
+/// so that the relationships identity writes are accepted.
+async fn register_schema(
+    authz: trellis_kit::authz::Authz,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let register = authz.register_schema(relationships::SERVICE_NAME, relationships::SCHEMA, Duration::from_secs(10));
+    tokio::select! {
+        result = register => match result {
+            Ok(changed) => tracing::info!(changed, "identity schema registered with permissions"),
+            Err(e) => tracing::error!(code = ?e.code(), message = e.message(), "identity schema rejected by permissions"),
+        },
+        () = shutdown.cancelled() => {}
+    }
+    Ok(())
 }

@@ -11,10 +11,13 @@
 //! - [`registry`]: schema registration: validation against the other modules and the stored
 //!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
 //! - [`api`]: the gRPC handlers (SchemaService, RelationshipService, CheckService).
+//! - [`identity_events`]: the consumer of identity's events (`permissions.identity`), which
+//!   maintains the membership, ownership and team relationships with the source-version guard.
 //! - `module()`: what the `trellis` binary serves.
 
 pub mod api;
 pub mod eval;
+pub mod identity_events;
 pub mod registry;
 pub mod schema;
 pub mod store;
@@ -42,6 +45,7 @@ pub fn module() -> Module {
             use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaServiceServer;
             let api = api::PermissionsApi::new(runtime.db.clone());
             Ok(Service::new()
+                .consumer(identity_events::IdentityEvents::consumer(api.clone()))
                 .grpc(SchemaServiceServer::new(api.clone()))
                 .grpc(RelationshipServiceServer::new(api.clone()))
                 .grpc(CheckServiceServer::new(api)))

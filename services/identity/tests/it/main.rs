@@ -6,6 +6,7 @@ mod common;
 mod invitations;
 mod jwks;
 mod lockout;
+mod organizations;
 mod recovery;
 mod sessions;
 mod tenancy;
