@@ -40,6 +40,12 @@ pub const REASONS: &[(&str, Code)] = &[
     ("EMAIL_NOT_VERIFIED", Code::FailedPrecondition),
     ("CONFIRMATION_MISMATCH", Code::FailedPrecondition),
     ("LAST_ORGANIZATION", Code::FailedPrecondition),
+    ("TEAM_NOT_FOUND", Code::NotFound),
+    ("TEAM_MEMBER_NOT_FOUND", Code::NotFound),
+    ("TEAM_NAME_TAKEN", Code::AlreadyExists),
+    ("TEAM_DEPTH_EXCEEDED", Code::FailedPrecondition),
+    ("TEAM_CYCLE", Code::FailedPrecondition),
+    ("TEAM_FULL", Code::FailedPrecondition),
 ];
 
 /// The gRPC code of a reason in [`REASONS`] (INTERNAL for a reason missing from the table, which
@@ -143,6 +149,24 @@ pub enum IdentityError {
     /// The organization is the user's last one.
     #[error("Your last organization cannot be deleted")]
     LastOrganization,
+    /// No live team with this id that the caller may view.
+    #[error("The team does not exist")]
+    TeamNotFound,
+    /// The user is not a direct member of the team.
+    #[error("The team member does not exist")]
+    TeamMemberNotFound,
+    /// Another live team of the org has this name.
+    #[error("A team with this name exists")]
+    TeamNameTaken,
+    /// Teams nest at most 5 levels.
+    #[error("Teams nest at most 5 levels deep")]
+    TeamDepthExceeded,
+    /// The team would become its own ancestor.
+    #[error("A team cannot be placed under itself or one of its descendants")]
+    TeamCycle,
+    /// The team has as many direct members as allowed.
+    #[error("The team is full")]
+    TeamFull,
 }
 
 impl IdentityError {
@@ -172,6 +196,12 @@ impl IdentityError {
             IdentityError::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             IdentityError::ConfirmationMismatch => "CONFIRMATION_MISMATCH",
             IdentityError::LastOrganization => "LAST_ORGANIZATION",
+            IdentityError::TeamNotFound => "TEAM_NOT_FOUND",
+            IdentityError::TeamMemberNotFound => "TEAM_MEMBER_NOT_FOUND",
+            IdentityError::TeamNameTaken => "TEAM_NAME_TAKEN",
+            IdentityError::TeamDepthExceeded => "TEAM_DEPTH_EXCEEDED",
+            IdentityError::TeamCycle => "TEAM_CYCLE",
+            IdentityError::TeamFull => "TEAM_FULL",
         }
     }
 }
@@ -257,6 +287,12 @@ mod tests {
             IdentityError::EmailNotVerified,
             IdentityError::ConfirmationMismatch,
             IdentityError::LastOrganization,
+            IdentityError::TeamNotFound,
+            IdentityError::TeamMemberNotFound,
+            IdentityError::TeamNameTaken,
+            IdentityError::TeamDepthExceeded,
+            IdentityError::TeamCycle,
+            IdentityError::TeamFull,
         ];
         for e in all {
             assert!(REASONS.iter().any(|(r, _)| *r == e.reason()), "{} missing from REASONS", e.reason());

@@ -11,6 +11,8 @@
 //! - [`user`], [`organization`]: rules for emails and names, roles, slugs.
 //! - [`organizations`], [`members`] (queries in [`org_store`], handlers in
 //!   [`organizations_api`]): the OrganizationService, authorized by permissions Checks.
+//! - [`teams`] (queries in [`team_store`], handlers in [`teams_api`]): the TeamService; nesting,
+//!   visibility through `team#view`, nested members.
 //! - [`relationships`]: identity's schema, the `service:identity` tokens it signs itself, and the
 //!   relationship writes right after its commits (the permissions consumer applies the same).
 //! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
@@ -51,6 +53,9 @@ pub mod relationships;
 pub mod revocation;
 pub mod sessions;
 pub mod store;
+pub mod team_store;
+pub mod teams;
+pub mod teams_api;
 pub mod tokens;
 pub mod user;
 
@@ -62,6 +67,7 @@ use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
 use trellis_proto::trellis::identity::v1::organization_service_server::OrganizationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
+use trellis_proto::trellis::identity::v1::team_service_server::TeamServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
 
 pub use accounts::Identity;
@@ -95,6 +101,10 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
                 .grpc(OrganizationServiceServer::new(organizations_api::OrganizationApi::new(
+                    identity.clone(),
+                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
+                )))
+                .grpc(TeamServiceServer::new(teams_api::TeamApi::new(
                     identity.clone(),
                     trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
                 )))

@@ -207,8 +207,7 @@ impl Identity {
             }
             None => org_store::owner(&mut tx, org_id).await?.map(|o| o.user_id).ok_or(IdentityError::OwnerImmutable)?,
         };
-        // Teams arrive with the TeamService; until then a member belongs to none.
-        let teams: Vec<String> = Vec::new();
+        let teams = self.leave_all_teams(&mut tx, ctx, org_id, user_id).await?;
         let version = org_store::delete_member(&mut tx, org_id, user_id).await?;
         let reason = if leaving { pb::MemberRemovalReason::Left } else { pb::MemberRemovalReason::Removed };
         let payload = pb::MemberRemoved {

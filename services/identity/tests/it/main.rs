@@ -9,4 +9,5 @@ mod lockout;
 mod organizations;
 mod recovery;
 mod sessions;
+mod teams;
 mod tenancy;
