@@ -161,7 +161,7 @@ impl Identity {
             email_verified: false,
         };
         let token = reg.invitation_token.trim();
-        let (mut tx, user, membership, version) = if token.is_empty() {
+        let (mut tx, user, membership, version, team_changes) = if token.is_empty() {
             self.register_with_personal_org(ctx, new_user, org_name).await?
         } else {
             self.register_through_invitation(ctx, new_user, token).await?
@@ -175,7 +175,8 @@ impl Identity {
             &membership.role,
             version,
         );
-        self.apply_relationships(membership.org_id, &[role]).await;
+        let changes: Vec<_> = std::iter::once(role).chain(team_changes).collect();
+        self.apply_relationships(membership.org_id, &changes).await;
         let access_token = self.sign_access_token(user_id, session_id, Some(&membership)).await?;
         Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
     }
@@ -187,7 +188,7 @@ impl Identity {
         ctx: &RequestContext,
         new_user: store::NewUser<'_>,
         org_name: &str,
-    ) -> Result<(Tx, store::User, Membership, i64)> {
+    ) -> Result<(Tx, store::User, Membership, i64, Vec<org_relationships::Change>)> {
         let org_id = Uuid::now_v7();
         let user_id = new_user.id;
         let mut tx = self.db.tenant_tx_for(org_id, Some(user_id)).await?;
@@ -221,7 +222,7 @@ impl Identity {
             joined_at: user.created_at,
             last_used_at: None,
         };
-        Ok((tx, user, membership, version))
+        Ok((tx, user, membership, version, Vec::new()))
     }
 
     /// The user and their membership of the inviting organization, in its tenant transaction
@@ -231,7 +232,7 @@ impl Identity {
         ctx: &RequestContext,
         new_user: store::NewUser<'_>,
         token: &str,
-    ) -> Result<(Tx, store::User, Membership, i64)> {
+    ) -> Result<(Tx, store::User, Membership, i64, Vec<org_relationships::Change>)> {
         let found = match tokens::looks_like_token(token) {
             true => store::find_invitation(self.db.pool(), &tokens::hash_token(token)).await?,
             false => None,
@@ -252,6 +253,7 @@ impl Identity {
 
         let event_ctx = acting_user(ctx, user_id, org_id);
         events::user_registered(&mut tx, &event_ctx, &user, true).await?;
+        let (_, team_changes) = self.join_invited_teams(&mut tx, &event_ctx, org_id, user_id, &inv).await?;
         events::member_added(&mut tx, &event_ctx, org_id, user_id, role, true, version).await?;
         events::invitation_accepted(&mut tx, &event_ctx, &inv, user_id).await?;
         let membership = Membership {
@@ -262,7 +264,7 @@ impl Identity {
             joined_at: user.created_at,
             last_used_at: None,
         };
-        Ok((tx, user, membership, version))
+        Ok((tx, user, membership, version, team_changes))
     }
 
     /// Signs in with email and password (see `AuthService.Login`). Every failure is the same

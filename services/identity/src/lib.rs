@@ -7,7 +7,8 @@
 //!   <-> domain and call one domain function. No SQL here.
 //! - [`accounts`]: the sign-up and sign-in flows: Register, Login, Refresh. Holds [`Identity`], the
 //!   state every handler shares.
-//! - [`invitation`]: creating invitations, and the rules for accepting one.
+//! - [`invitation`]: creating invitations, and the rules for accepting one; [`invitations`]
+//!   (queries in [`invitation_store`]): listing, preview, accept, resend, revoke.
 //! - [`user`], [`organization`]: rules for emails and names, roles, slugs.
 //! - [`organizations`], [`members`] (queries in [`org_store`], handlers in
 //!   [`organizations_api`]): the OrganizationService, authorized by permissions Checks.
@@ -41,6 +42,8 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod invitation;
+pub mod invitation_store;
+pub mod invitations;
 pub mod keys;
 pub mod members;
 pub mod org_store;
@@ -99,7 +102,10 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .worker("permissions-schema", schema)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
-                .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
+                .grpc(InvitationServiceServer::new(api::InvitationApi::new(
+                    identity.clone(),
+                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
+                )))
                 .grpc(OrganizationServiceServer::new(organizations_api::OrganizationApi::new(
                     identity.clone(),
                     trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),

@@ -1,6 +1,7 @@
 //! Identity's integration tests: a real identity served over gRPC against the Postgres, Redis and
 //! RabbitMQ that `cargo xtask test` starts (see `trellis_kit::testing`).
 
+mod accepting;
 mod auth;
 mod common;
 mod invitations;

@@ -60,6 +60,14 @@ fn authz(cell: &TestCell, permissions_url: &str, name: &'static str) -> Authz {
     Authz::new(permissions_url, Arc::new(credentials)).expect("authz client")
 }
 
+/// Identity registers its schema in the background; tests make sure it is there before acting.
+pub async fn register_identity_schema(cell: &TestCell) {
+    authz(cell, &cell.url("permissions"), "identity")
+        .register_schema("identity", trellis_identity::relationships::SCHEMA, Duration::from_millis(200))
+        .await
+        .expect("identity schema");
+}
+
 /// A cell running identity and permissions.
 pub struct Orgs {
     pub cell: TestCell,
@@ -82,11 +90,7 @@ impl Orgs {
     pub async fn start() -> Orgs {
         let cell = TestCell::start(vec![trellis_identity::module(), trellis_permissions::module()]).await;
         let url = cell.url("permissions");
-        // Identity registers its schema in the background; make sure it is there before acting.
-        authz(&cell, &url, "identity")
-            .register_schema("identity", trellis_identity::relationships::SCHEMA, Duration::from_millis(200))
-            .await
-            .expect("identity schema");
+        register_identity_schema(&cell).await;
         let channel = cell.channel("identity").await;
         Orgs {
             checks: authz(&cell, &url, "tests"),
