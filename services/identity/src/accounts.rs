@@ -40,6 +40,8 @@ pub struct Identity {
     pub(crate) limiter: trellis_kit::ratelimit::RateLimiter,
     /// The permissions client, acting as `service:identity` with tokens identity signs itself.
     pub(crate) authz: trellis_kit::authz::Authz,
+    /// True once identity's schema is registered with permissions (direct writes wait for it).
+    pub(crate) schema_registered: tokio::sync::watch::Sender<bool>,
     issuer: String,
     audience: String,
 }
@@ -126,6 +128,7 @@ impl Identity {
             announcer,
             limiter,
             authz,
+            schema_registered: tokio::sync::watch::Sender::new(false),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
         })

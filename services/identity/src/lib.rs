@@ -96,7 +96,7 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             settings.validate()?;
             let identity = Arc::new(Identity::start(runtime.db.clone(), &runtime.config, settings).await?);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
-            let schema = register_schema(identity.authz.clone(), runtime.shutdown.clone());
+            let schema = register_schema(identity.clone(), runtime.shutdown.clone());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
                 .worker("permissions-schema", schema)
@@ -122,14 +122,15 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
 
 /// Registers identity's schema with the permissions service, retrying while it is unavailable,
 /// so that the relationships identity writes are accepted.
-async fn register_schema(
-    authz: trellis_kit::authz::Authz,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let register = authz.register_schema(relationships::SERVICE_NAME, relationships::SCHEMA, Duration::from_secs(10));
+async fn register_schema(identity: Arc<Identity>, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let register =
+        identity.authz.register_schema(relationships::SERVICE_NAME, relationships::SCHEMA, Duration::from_secs(10));
     tokio::select! {
         result = register => match result {
-            Ok(changed) => tracing::info!(changed, "identity schema registered with permissions"),
+            Ok(changed) => {
+                tracing::info!(changed, "identity schema registered with permissions");
+                identity.schema_registered.send_replace(true);
+            }
             Err(e) => tracing::error!(code = ?e.code(), message = e.message(), "identity schema rejected by permissions"),
         },
         () = shutdown.cancelled() => {}

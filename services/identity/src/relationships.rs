@@ -59,6 +59,10 @@ impl Identity {
     /// consistency token written (empty when nothing was), for callers that check right after.
     pub(crate) async fn apply_relationships(&self, org: Uuid, changes: &[Change]) -> String {
         let mut written = String::new();
+        // Right after start-up the schema may not be registered yet; a write before that would be
+        // refused (the event applies it later, but the caller could not act at once).
+        let mut registered = self.schema_registered.subscribe();
+        let _ = tokio::time::timeout(DIRECT_WRITE_TIMEOUT, registered.wait_for(|done| *done)).await;
         for change in changes {
             match tokio::time::timeout(DIRECT_WRITE_TIMEOUT, self.authz.write_change(org, change)).await {
                 Ok(Ok((token, skipped))) => {
