@@ -260,9 +260,53 @@ impl Authz {
                 })
                 .collect(),
             preconditions: Vec::new(),
+            source_version: None,
         };
         let r = RelationshipServiceClient::new(self.channel.clone()).write_relationships(request(req, &token)?).await?;
         Ok(r.into_inner().written_at.map(|t| t.token).unwrap_or_default())
+    }
+
+    /// Applies one [`Change`](crate::org_relationships::Change) in `org` as a single write with
+    /// its source-version guard. Its `clears` are not expressible here and are left to the
+    /// permissions service's consumer of the same fact. Returns `(written_at, skipped)`; a change
+    /// without updates is not sent.
+    pub async fn write_change(
+        &self,
+        org: Uuid,
+        change: &crate::org_relationships::Change,
+    ) -> Result<(String, bool), tonic::Status> {
+        use crate::org_relationships::Op;
+        if change.updates.is_empty() {
+            return Ok((String::new(), true));
+        }
+        let token = self.token(Some(org)).await?;
+        let req = pb::WriteRelationshipsRequest {
+            updates: change
+                .updates
+                .iter()
+                .map(|u| pb::RelationshipUpdate {
+                    operation: match u.op {
+                        Op::Touch => pb::Operation::Touch,
+                        Op::Delete => pb::Operation::Delete,
+                    } as i32,
+                    relationship: Some(pb::Relationship {
+                        resource: Some(u.resource.object()),
+                        relation: u.relation.clone(),
+                        subject: Some(u.subject.subject()),
+                    }),
+                })
+                .collect(),
+            preconditions: Vec::new(),
+            source_version: change
+                .source
+                .as_ref()
+                .map(|(key, version)| pb::SourceVersion { key: key.clone(), version: *version }),
+        };
+        let r = RelationshipServiceClient::new(self.channel.clone())
+            .write_relationships(request(req, &token)?)
+            .await?
+            .into_inner();
+        Ok((r.written_at.map(|t| t.token).unwrap_or_default(), r.skipped))
     }
 
     /// Registers `module`'s schema once (WriteSchema). Returns whether it changed.

@@ -11,6 +11,8 @@
 //! - [`context`]: [`RequestContext`], who is calling for which organization.
 //! - [`error`]: [`Error`], one type mapped to `tonic::Status` with ErrorInfo/BadRequest/RetryInfo.
 //! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
+//! - [`org_relationships`]: the relationships implied by identity's memberships and teams, shared
+//!   by identity (direct write after commit) and permissions (its consumer of identity's events).
 //! - [`paging`]: opaque, tamper-evident page tokens.
 //! - [`ratelimit`]: fixed-window rate limits counted in Redis (RATE_LIMITED with RetryInfo).
 //! - [`module`] and [`grpc`]: what a service crate exports, and how it is served.
@@ -29,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod module;
+pub mod org_relationships;
 pub mod paging;
 pub mod ratelimit;
 pub mod telemetry;

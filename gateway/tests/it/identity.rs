@@ -10,7 +10,18 @@ use trellis_kit::testing::TestCell;
 const PASSWORD: &str = "vM7#qLp2-zRt9&wXk";
 
 async fn start() -> (TestCell, String) {
-    let cell = TestCell::start(vec![trellis_identity::module()]).await;
+    // Identity asks permissions whether a caller may invite; it registers its schema at start-up.
+    let cell = TestCell::start(vec![trellis_identity::module(), trellis_permissions::module()]).await;
+    let owner = cell.owner_pool().await;
+    trellis_kit::testing::wait_until(std::time::Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, bool>(
+            "select exists(select 1 from permissions.schema_modules where module = 'identity')",
+        )
+        .fetch_one(&owner)
+        .await
+        .unwrap_or(false)
+    })
+    .await;
     let (addr, _handle) = trellis_gateway::spawn_for_tests(cell.config.clone(), cell.auth.clone()).await;
     (cell, format!("http://{addr}"))
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use trellis_kit::config::Config;
 use trellis_kit::db::{Db, Tx, on_constraint};
+use trellis_kit::org_relationships;
 use trellis_kit::{Error, RequestContext, Result, Subject};
 use trellis_proto::trellis::identity::v1::{LoginFailed, LoginFailureReason, SessionRevokeReason};
 use uuid::Uuid;
@@ -42,8 +43,10 @@ pub struct Identity {
     pub(crate) audience: String,
     /// The cell secret, from which service clients' secrets are derived.
     pub(crate) cell_secret: String,
-    /// The permissions client (set by the module at start; `None` in tools without one).
-    pub(crate) authz: Option<trellis_kit::authz::Authz>,
+    /// The permissions client, acting as `service:identity` with tokens identity signs itself.
+    pub(crate) authz: trellis_kit::authz::Authz,
+    /// True once identity's schema is registered with permissions (direct writes wait for it).
+    pub(crate) schema_registered: tokio::sync::watch::Sender<bool>,
 }
 
 /// Where a sign-in comes from (recorded on the session).
@@ -109,6 +112,9 @@ impl Identity {
         }
         let encryption = EncryptionKey::from_base64(&settings.encryption_key)?;
         let keys = Arc::new(Keys::start_with(db.clone(), encryption, settings.rotation_policy()).await?);
+        let credentials =
+            crate::relationships::SelfSigned::new(keys.clone(), config.jwt_issuer.clone(), config.jwt_audience.clone());
+        let authz = trellis_kit::authz::Authz::new(&config.urls.permissions, std::sync::Arc::new(credentials))?;
         // The dummy hash costs one Argon2id run: pay it now rather than in the first sign-in.
         tokio::task::spawn_blocking(password::dummy_hash).await?;
         let announcer = crate::revocation::Announcer::new(&config.redis_url)?;
@@ -121,10 +127,11 @@ impl Identity {
             settings,
             announcer,
             limiter,
+            authz,
+            schema_registered: tokio::sync::watch::Sender::new(false),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             cell_secret: config.cell_secret.clone(),
-            authz: None,
         })
     }
 
@@ -158,7 +165,7 @@ impl Identity {
             email_verified: false,
         };
         let token = reg.invitation_token.trim();
-        let (mut tx, user, membership) = if token.is_empty() {
+        let (mut tx, user, membership, version, team_changes) = if token.is_empty() {
             self.register_with_personal_org(ctx, new_user, org_name).await?
         } else {
             self.register_through_invitation(ctx, new_user, token).await?
@@ -166,6 +173,14 @@ impl Identity {
         let (session_id, refresh_token) = self.start_session(&mut tx, user_id, Some(&membership), client).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user_id, org_id = %membership.org_id, "user registered");
+        let role = org_relationships::member_role(
+            &membership.org_id.to_string(),
+            &user_id.to_string(),
+            &membership.role,
+            version,
+        );
+        let changes: Vec<_> = std::iter::once(role).chain(team_changes).collect();
+        self.apply_relationships(membership.org_id, &changes).await;
         let access_token = self.sign_access_token(user_id, session_id, Some(&membership)).await?;
         Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
     }
@@ -177,7 +192,7 @@ impl Identity {
         ctx: &RequestContext,
         new_user: store::NewUser<'_>,
         org_name: &str,
-    ) -> Result<(Tx, store::User, Membership)> {
+    ) -> Result<(Tx, store::User, Membership, i64, Vec<org_relationships::Change>)> {
         let org_id = Uuid::now_v7();
         let user_id = new_user.id;
         let mut tx = self.db.tenant_tx_for(org_id, Some(user_id)).await?;
@@ -211,7 +226,7 @@ impl Identity {
             joined_at: user.created_at,
             last_used_at: None,
         };
-        Ok((tx, user, membership))
+        Ok((tx, user, membership, version, Vec::new()))
     }
 
     /// The user and their membership of the inviting organization, in its tenant transaction
@@ -221,7 +236,7 @@ impl Identity {
         ctx: &RequestContext,
         new_user: store::NewUser<'_>,
         token: &str,
-    ) -> Result<(Tx, store::User, Membership)> {
+    ) -> Result<(Tx, store::User, Membership, i64, Vec<org_relationships::Change>)> {
         let found = match tokens::looks_like_token(token) {
             true => store::find_invitation(self.db.pool(), &tokens::hash_token(token)).await?,
             false => None,
@@ -242,6 +257,7 @@ impl Identity {
 
         let event_ctx = acting_user(ctx, user_id, org_id);
         events::user_registered(&mut tx, &event_ctx, &user, true).await?;
+        let (_, team_changes) = self.join_invited_teams(&mut tx, &event_ctx, org_id, user_id, &inv).await?;
         events::member_added(&mut tx, &event_ctx, org_id, user_id, role, true, version).await?;
         events::invitation_accepted(&mut tx, &event_ctx, &inv, user_id).await?;
         let membership = Membership {
@@ -252,7 +268,7 @@ impl Identity {
             joined_at: user.created_at,
             last_used_at: None,
         };
-        Ok((tx, user, membership))
+        Ok((tx, user, membership, version, team_changes))
     }
 
     /// Signs in with email and password (see `AuthService.Login`). Every failure is the same

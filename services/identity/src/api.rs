@@ -302,12 +302,13 @@ impl SessionService for SessionApi {
 #[derive(Debug, Clone)]
 pub struct InvitationApi {
     identity: Arc<Identity>,
+    tokens: trellis_kit::paging::PageTokens,
 }
 
 impl InvitationApi {
-    /// Handlers over the shared state.
-    pub fn new(identity: Arc<Identity>) -> Self {
-        Self { identity }
+    /// Handlers over the shared state; page tokens signed with the cell secret.
+    pub fn new(identity: Arc<Identity>, tokens: trellis_kit::paging::PageTokens) -> Self {
+        Self { identity, tokens }
     }
 }
 
@@ -327,6 +328,69 @@ impl InvitationService for InvitationApi {
         };
         let invitation = self.identity.create_invitation(&ctx, req).await?;
         Ok(Response::new(pb::CreateInvitationResponse { invitation: Some(invitation_to_proto(&invitation)) }))
+    }
+
+    async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (rows, next_page_token, total) =
+            self.identity.list_invitations(ctx, &self.tokens, request.get_ref()).await?;
+        Ok(Response::new(pb::ListInvitationsResponse {
+            invitations: rows.iter().map(invitation_to_proto).collect(),
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn preview_invitation(
+        &self,
+        request: Request<pb::PreviewInvitationRequest>,
+    ) -> Result<Response<pb::PreviewInvitationResponse>, Status> {
+        let p = self.identity.preview_invitation(&request.get_ref().token).await?;
+        let status = invitation_to_proto(&p.invitation).status;
+        Ok(Response::new(pb::PreviewInvitationResponse {
+            organization: Some(pb::InvitedOrganization { name: p.org_name, slug: p.org_slug, logo_url: String::new() }),
+            inviter_name: p.inviter_name,
+            email: p.invitation.email.clone(),
+            role: Role::parse(&p.invitation.role).map_or(pb::OrgRole::Unspecified, Role::to_proto).into(),
+            teams: p.teams.into_iter().map(|(id, name)| pb::InvitedTeam { id: id.to_string(), name }).collect(),
+            expires_at: Some(timestamp(p.invitation.expires_at)),
+            status,
+            account_exists: p.account_exists,
+        }))
+    }
+
+    async fn accept_invitation(
+        &self,
+        request: Request<pb::AcceptInvitationRequest>,
+    ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let accepted = self.identity.accept_invitation(ctx, &request.get_ref().token).await?;
+        Ok(Response::new(pb::AcceptInvitationResponse {
+            org_id: accepted.org_id.to_string(),
+            role: accepted.role.to_proto().into(),
+            team_ids: accepted.team_ids.iter().map(ToString::to_string).collect(),
+            access_token: accepted.switched.tokens.access_token,
+            expires_in: accepted.switched.tokens.expires_in,
+            token_type: TOKEN_TYPE.into(),
+        }))
+    }
+
+    async fn resend_invitation(
+        &self,
+        request: Request<pb::ResendInvitationRequest>,
+    ) -> Result<Response<pb::ResendInvitationResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let invitation = self.identity.resend_invitation(ctx, &request.get_ref().invitation_id).await?;
+        Ok(Response::new(pb::ResendInvitationResponse { invitation: Some(invitation_to_proto(&invitation)) }))
+    }
+
+    async fn revoke_invitation(&self, request: Request<pb::RevokeInvitationRequest>) -> Result<Response<()>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        self.identity.revoke_invitation(ctx, &request.get_ref().invitation_id).await?;
+        Ok(Response::new(()))
     }
 }
 

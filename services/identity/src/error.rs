@@ -31,6 +31,21 @@ pub const REASONS: &[(&str, Code)] = &[
     ("INVITATION_EMAIL_MISMATCH", Code::FailedPrecondition),
     ("MEMBER_LIMIT_REACHED", Code::FailedPrecondition),
     ("PERMISSION_DENIED", Code::PermissionDenied),
+    ("ORGANIZATION_NOT_FOUND", Code::NotFound),
+    ("MEMBER_NOT_FOUND", Code::NotFound),
+    ("SLUG_TAKEN", Code::AlreadyExists),
+    ("ORG_NOT_ACTIVE", Code::FailedPrecondition),
+    ("ORG_LIMIT_REACHED", Code::FailedPrecondition),
+    ("OWNER_IMMUTABLE", Code::FailedPrecondition),
+    ("EMAIL_NOT_VERIFIED", Code::FailedPrecondition),
+    ("CONFIRMATION_MISMATCH", Code::FailedPrecondition),
+    ("LAST_ORGANIZATION", Code::FailedPrecondition),
+    ("TEAM_NOT_FOUND", Code::NotFound),
+    ("TEAM_MEMBER_NOT_FOUND", Code::NotFound),
+    ("TEAM_NAME_TAKEN", Code::AlreadyExists),
+    ("TEAM_DEPTH_EXCEEDED", Code::FailedPrecondition),
+    ("TEAM_CYCLE", Code::FailedPrecondition),
+    ("TEAM_FULL", Code::FailedPrecondition),
 ];
 
 /// The gRPC code of a reason in [`REASONS`] (INTERNAL for a reason missing from the table, which
@@ -107,6 +122,51 @@ pub enum IdentityError {
     /// The caller's role does not allow the action.
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// No live organization with this id where the caller is a member.
+    #[error("The organization does not exist")]
+    OrganizationNotFound,
+    /// The user is not a member of the organization.
+    #[error("The member does not exist")]
+    MemberNotFound,
+    /// Another organization has this slug.
+    #[error("This slug is taken")]
+    SlugTaken,
+    /// A write to an organization other than the token's active one.
+    #[error("Switch to this organization first")]
+    OrgNotActive,
+    /// The user is active in as many organizations as allowed.
+    #[error("You belong to the maximum number of organizations")]
+    OrgLimitReached,
+    /// The owner's role cannot be changed, nor the owner removed, except by a transfer.
+    #[error("The owner's role changes only through an ownership transfer")]
+    OwnerImmutable,
+    /// The user's email is not verified.
+    #[error("The email address is not verified")]
+    EmailNotVerified,
+    /// The typed confirmation does not match.
+    #[error("The confirmation does not match")]
+    ConfirmationMismatch,
+    /// The organization is the user's last one.
+    #[error("Your last organization cannot be deleted")]
+    LastOrganization,
+    /// No live team with this id that the caller may view.
+    #[error("The team does not exist")]
+    TeamNotFound,
+    /// The user is not a direct member of the team.
+    #[error("The team member does not exist")]
+    TeamMemberNotFound,
+    /// Another live team of the org has this name.
+    #[error("A team with this name exists")]
+    TeamNameTaken,
+    /// Teams nest at most 5 levels.
+    #[error("Teams nest at most 5 levels deep")]
+    TeamDepthExceeded,
+    /// The team would become its own ancestor.
+    #[error("A team cannot be placed under itself or one of its descendants")]
+    TeamCycle,
+    /// The team has as many direct members as allowed.
+    #[error("The team is full")]
+    TeamFull,
 }
 
 impl IdentityError {
@@ -127,6 +187,21 @@ impl IdentityError {
             IdentityError::InvitationEmailMismatch => "INVITATION_EMAIL_MISMATCH",
             IdentityError::MemberLimitReached => "MEMBER_LIMIT_REACHED",
             IdentityError::PermissionDenied(_) => "PERMISSION_DENIED",
+            IdentityError::OrganizationNotFound => "ORGANIZATION_NOT_FOUND",
+            IdentityError::MemberNotFound => "MEMBER_NOT_FOUND",
+            IdentityError::SlugTaken => "SLUG_TAKEN",
+            IdentityError::OrgNotActive => "ORG_NOT_ACTIVE",
+            IdentityError::OrgLimitReached => "ORG_LIMIT_REACHED",
+            IdentityError::OwnerImmutable => "OWNER_IMMUTABLE",
+            IdentityError::EmailNotVerified => "EMAIL_NOT_VERIFIED",
+            IdentityError::ConfirmationMismatch => "CONFIRMATION_MISMATCH",
+            IdentityError::LastOrganization => "LAST_ORGANIZATION",
+            IdentityError::TeamNotFound => "TEAM_NOT_FOUND",
+            IdentityError::TeamMemberNotFound => "TEAM_MEMBER_NOT_FOUND",
+            IdentityError::TeamNameTaken => "TEAM_NAME_TAKEN",
+            IdentityError::TeamDepthExceeded => "TEAM_DEPTH_EXCEEDED",
+            IdentityError::TeamCycle => "TEAM_CYCLE",
+            IdentityError::TeamFull => "TEAM_FULL",
         }
     }
 }
@@ -203,6 +278,21 @@ mod tests {
             IdentityError::InvitationEmailMismatch,
             IdentityError::MemberLimitReached,
             IdentityError::PermissionDenied("no"),
+            IdentityError::OrganizationNotFound,
+            IdentityError::MemberNotFound,
+            IdentityError::SlugTaken,
+            IdentityError::OrgNotActive,
+            IdentityError::OrgLimitReached,
+            IdentityError::OwnerImmutable,
+            IdentityError::EmailNotVerified,
+            IdentityError::ConfirmationMismatch,
+            IdentityError::LastOrganization,
+            IdentityError::TeamNotFound,
+            IdentityError::TeamMemberNotFound,
+            IdentityError::TeamNameTaken,
+            IdentityError::TeamDepthExceeded,
+            IdentityError::TeamCycle,
+            IdentityError::TeamFull,
         ];
         for e in all {
             assert!(REASONS.iter().any(|(r, _)| *r == e.reason()), "{} missing from REASONS", e.reason());

@@ -90,11 +90,8 @@ fn validate(req: InvitationRequest) -> Result<Validated, IdentityError> {
     let mut team_ids = Vec::new();
     for (i, raw) in req.team_ids.iter().enumerate() {
         match raw.parse::<Uuid>() {
-            // Teams arrive with the teams API; until then no id names a team of this organization.
-            Ok(id) => {
-                team_ids.push(id);
-                violations.push(Violation::new(format!("team_ids[{i}]"), "is not a team of this organization"));
-            }
+            // Whether each names a team of this organization is checked in its transaction.
+            Ok(id) => team_ids.push(id),
             Err(_) => violations.push(Violation::new(format!("team_ids[{i}]"), "must be a UUID")),
         }
     }
@@ -114,18 +111,28 @@ impl Identity {
     pub async fn create_invitation(&self, ctx: &RequestContext, req: InvitationRequest) -> Result<store::Invitation> {
         let inviter_id = ctx.user_id()?;
         let org_id = ctx.org_id()?;
-        // Roles come from the access token until invitations are checked with permissions
-        // (organization#invite).
-        if !ctx.roles.iter().any(|r| Role::parse(r).is_some_and(Role::administers)) {
-            return Err(IdentityError::PermissionDenied("Only owners and admins can invite people").into());
-        }
         let req = validate(req)?;
+        self.require(ctx, org_id, "invite").await?;
+        if req.role == Role::Admin {
+            self.require(ctx, org_id, "administer").await?;
+        }
 
         let (token, token_hash) = tokens::new_opaque_token();
         let mut tx = self.db.tenant_tx(ctx).await?;
         let org = store::organization(&mut tx, org_id)
             .await?
             .ok_or(IdentityError::PermissionDenied("The active organization is not available; sign in again"))?;
+        let existing = crate::team_store::existing_teams(&mut tx, &req.team_ids).await?;
+        let unknown: Vec<Violation> = req
+            .team_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !existing.contains(id))
+            .map(|(i, _)| Violation::new(format!("team_ids[{i}]"), "is not a team of this organization"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(IdentityError::Invalid(unknown).into());
+        }
         if store::is_member_email(&mut tx, org_id, &req.email).await? {
             return Err(IdentityError::AlreadyMember.into());
         }
@@ -242,6 +249,9 @@ mod tests {
         };
         let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["email", "role", "team_ids[0]", "message"]);
+        let team = Uuid::now_v7();
+        let with_team = validate(InvitationRequest { team_ids: vec![team.to_string()], ..request("a@example.com") });
+        assert_eq!(with_team.expect("a well-formed team id").team_ids, vec![team]);
         let unknown_role = validate(InvitationRequest { role: Err(42), ..request("new@example.com") });
         assert!(matches!(unknown_role, Err(IdentityError::Invalid(v)) if v[0].field == "role"));
     }

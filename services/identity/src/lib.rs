@@ -9,8 +9,15 @@
 //!   of scope resources their scopes must name.
 //! - [`accounts`]: the sign-up and sign-in flows: Register, Login, Refresh. Holds [`Identity`], the
 //!   state every handler shares.
-//! - [`invitation`]: creating invitations, and the rules for accepting one.
+//! - [`invitation`]: creating invitations, and the rules for accepting one; [`invitations`]
+//!   (queries in [`invitation_store`]): listing, preview, accept, resend, revoke.
 //! - [`user`], [`organization`]: rules for emails and names, roles, slugs.
+//! - [`organizations`], [`members`] (queries in [`org_store`], handlers in
+//!   [`organizations_api`]): the OrganizationService, authorized by permissions Checks.
+//! - [`teams`] (queries in [`team_store`], handlers in [`teams_api`]): the TeamService; nesting,
+//!   visibility through `team#view`, nested members.
+//! - [`relationships`]: identity's schema, the `service:identity` tokens it signs itself, and the
+//!   relationship writes right after its commits (the permissions consumer applies the same).
 //! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
 //! - [`tokens`]: opaque refresh tokens, refresh verdicts (rotation, reuse), which organization a
 //!   session acts in, access-token claims.
@@ -42,25 +49,38 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod invitation;
+pub mod invitation_store;
+pub mod invitations;
 pub mod keys;
+pub mod members;
+pub mod org_store;
 pub mod organization;
+pub mod organizations;
+pub mod organizations_api;
 pub mod password;
 pub mod platform;
 pub mod recovery;
+pub mod relationships;
 pub mod revocation;
 pub mod service_tokens;
 pub mod sessions;
 pub mod store;
+pub mod team_store;
+pub mod teams;
+pub mod teams_api;
 pub mod tokens;
 pub mod user;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use trellis_kit::{Module, Service};
 use trellis_proto::trellis::identity::v1::api_key_service_server::ApiKeyServiceServer;
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
+use trellis_proto::trellis::identity::v1::organization_service_server::OrganizationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
+use trellis_proto::trellis::identity::v1::team_service_server::TeamServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
 use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryServiceServer;
 
@@ -85,8 +105,7 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             };
             settings.public_base_url = runtime.config.public_base_url.clone();
             settings.validate()?;
-            let mut identity = Identity::start(runtime.db.clone(), &runtime.config, settings).await?;
-            identity.authz = Some(runtime.authz.clone());
+            let identity = Identity::start(runtime.db.clone(), &runtime.config, settings).await?;
             identity.register_own_scope_resources().await?;
             let identity = Arc::new(identity);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
@@ -94,15 +113,47 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .keys
                 .clone()
                 .run_scheduler(identity.settings.signing_key_check_interval, runtime.shutdown.clone());
+            let schema = register_schema(identity.clone(), runtime.shutdown.clone());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
                 .worker("signing-key-rotation", rotation)
+                .worker("permissions-schema", schema)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
-                .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone())))
+                .grpc(InvitationServiceServer::new(api::InvitationApi::new(
+                    identity.clone(),
+                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
+                )))
+                .grpc(OrganizationServiceServer::new(organizations_api::OrganizationApi::new(
+                    identity.clone(),
+                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
+                )))
+                .grpc(TeamServiceServer::new(teams_api::TeamApi::new(
+                    identity.clone(),
+                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
+                )))
                 .grpc(ApiKeyServiceServer::new(api::ApiKeyApi::new(identity.clone())))
                 .grpc(UserDirectoryServiceServer::new(api::UserDirectoryApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
         })
     })
+    .with_schema(relationships::SCHEMA)
+}
+
+/// Registers identity's schema with the permissions service, retrying while it is unavailable,
+/// so that the relationships identity writes are accepted.
+async fn register_schema(identity: Arc<Identity>, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let register =
+        identity.authz.register_schema(relationships::SERVICE_NAME, relationships::SCHEMA, Duration::from_secs(10));
+    tokio::select! {
+        result = register => match result {
+            Ok(changed) => {
+                tracing::info!(changed, "identity schema registered with permissions");
+                identity.schema_registered.send_replace(true);
+            }
+            Err(e) => tracing::error!(code = ?e.code(), message = e.message(), "identity schema rejected by permissions"),
+        },
+        () = shutdown.cancelled() => {}
+    }
+    Ok(())
 }

@@ -76,7 +76,7 @@ impl PermissionsApi {
         &self.cache
     }
 
-    async fn schema(&self) -> Result<Arc<Schema>, Error> {
+    pub(crate) async fn schema(&self) -> Result<Arc<Schema>, Error> {
         {
             let loaded = self.schema.read().await;
             if !self.cache.schema_dirty() && loaded.checked_at.is_some_and(|t| t.elapsed() < SCHEMA_RECHECK) {
@@ -454,7 +454,25 @@ impl RelationshipService for PermissionsApi {
             updates.push((op, t));
         }
         let preconditions = preconditions(&req.preconditions)?;
+        let source = req.source_version.as_ref().filter(|s| !s.key.is_empty());
+        if let Some(s) = source
+            && s.key.chars().count() > 200
+        {
+            return Err(Error::validation("source_version.key", "at most 200 characters").into());
+        }
         let mut tx = self.db.tenant_tx_for(org, None).await?;
+        // The source-version guard (rule 13): an older (or the same) version of the source entity
+        // than the one already applied is skipped, reporting the current revision.
+        if let Some(s) = source
+            && !store::claim_source_version(&mut tx, org, &s.key, s.version, false).await.map_err(Error::internal)?
+        {
+            let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
+            tx.commit().await.map_err(Error::internal)?;
+            return Ok(Response::new(proto::WriteRelationshipsResponse {
+                written_at: token(org, revision),
+                skipped: true,
+            }));
+        }
         let written = store::write(&mut tx, org, &schema, &updates, &preconditions, &format!("service:{service}"))
             .await
             .map_err(write_error)?;

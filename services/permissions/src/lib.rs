@@ -15,10 +15,13 @@
 //!   Read; CheckService: Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch).
 //! - `module()`: what the `trellis` binary serves, plus the changelog retention sweep
 //!   (`PERMISSIONS_CHANGELOG_RETENTION`, migration `0010_changelog_retention.sql`).
+//! - [`identity_events`]: the consumer of identity's events (`permissions.identity`), which
+//!   maintains the membership, ownership and team relationships with the source-version guard.
 
 pub mod api;
 pub mod cache;
 pub mod eval;
+pub mod identity_events;
 pub mod registry;
 pub mod schema;
 pub mod store;
@@ -81,6 +84,7 @@ pub fn module_with(settings: cache::CacheSettings) -> Module {
             };
             Ok(Service::new()
                 .worker("changelog-retention", sweep)
+                .consumer(identity_events::IdentityEvents::consumer(api.clone()))
                 .grpc(SchemaServiceServer::new(api.clone()))
                 .grpc(RelationshipServiceServer::new(api.clone()))
                 .grpc(CheckServiceServer::new(api)))

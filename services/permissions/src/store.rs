@@ -641,3 +641,53 @@ pub async fn write(
     set_revision(tx, org, next).await?;
     Ok(Written { revision: next, changed: true })
 }
+
+/// Claims `version` for the source entity `key` in `org` (the source-version guard, rule 13):
+/// true, and the stored version raised, when `version` is newer than the stored one (or equal,
+/// with `or_equal`); false when the write derived from it must be skipped. The row lock taken
+/// here serializes concurrent writers of one source until commit.
+pub async fn claim_source_version(
+    tx: &mut PgConnection,
+    org: Uuid,
+    key: &str,
+    version: i64,
+    or_equal: bool,
+) -> Result<bool, sqlx::Error> {
+    let claimed: Option<i64> = sqlx::query_scalar(
+        "insert into permissions.source_versions (org_id, source_key, version) values ($1, $2, $3)
+         on conflict (org_id, source_key) do update set version = excluded.version, updated_at = now()
+          where permissions.source_versions.version < excluded.version
+             or ($4 and permissions.source_versions.version = excluded.version)
+         returning version",
+    )
+    .bind(org)
+    .bind(key)
+    .bind(version)
+    .bind(or_equal)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Every relationship in `org` (the org only, not the platform scope) whose resource, or whose
+/// subject (under any subject relation), is `ty:id`.
+pub async fn relationships_of_object(
+    tx: &mut PgConnection,
+    org: Uuid,
+    ty: &str,
+    id: &str,
+    as_subject: bool,
+) -> Result<Vec<Tuple>, sqlx::Error> {
+    let column = if as_subject { "subject" } else { "resource" };
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
+           from permissions.relationships
+          where org_id = $1 and {column}_type = $2 and {column}_id = $3"
+    ))
+    .bind(org)
+    .bind(ty)
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(to_tuple).collect())
+}

@@ -4,6 +4,7 @@
 mod api_keys;
 mod common;
 mod keys;
+mod organizations;
 mod recovery;
 mod service_tokens;
 mod sessions;

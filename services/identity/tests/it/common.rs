@@ -34,7 +34,10 @@ impl Identity {
     pub async fn start_with(tune: impl FnOnce(&mut trellis_identity::IdentityConfig)) -> Identity {
         let mut settings = trellis_identity::IdentityConfig::from_env().expect("identity settings");
         tune(&mut settings);
-        let cell = TestCell::start(vec![trellis_identity::module_with(Some(settings))]).await;
+        // Permissions answers identity's checks (invitations need organization#invite).
+        let cell =
+            TestCell::start(vec![trellis_identity::module_with(Some(settings)), trellis_permissions::module()]).await;
+        crate::organizations::register_identity_schema(&cell).await;
         let channel = cell.channel("identity").await;
         let owner = cell.owner_pool().await;
         Identity {

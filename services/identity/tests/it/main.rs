@@ -1,14 +1,17 @@
 //! Identity's integration tests: a real identity served over gRPC against the Postgres, Redis and
 //! RabbitMQ that `cargo xtask test` starts (see `trellis_kit::testing`).
 
+mod accepting;
 mod api_keys;
 mod auth;
 mod common;
 mod invitations;
 mod jwks;
 mod lockout;
+mod organizations;
 mod recovery;
 mod rotation;
 mod service_tokens;
 mod sessions;
+mod teams;
 mod tenancy;

@@ -59,6 +59,7 @@ pub(crate) fn updates(op: pb::Operation, tuples: &[Tuple]) -> pb::WriteRelations
             .map(|t| pb::RelationshipUpdate { operation: op as i32, relationship: Some(rel(t)) })
             .collect(),
         preconditions: Vec::new(),
+        source_version: None,
     }
 }
 
