@@ -264,7 +264,8 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
         let raw = report.add(m).clone();
 
         // Warm cache: 1,000 distinct checks, evaluated once before the measured phase.
-        let keys: Arc<Vec<(String, String)>> = Arc::new((0..1000u64).map(|i| depth3(s, i, i % 2 == 0)).collect());
+        let keys: Arc<Vec<(String, String)>> =
+            Arc::new((0..1000u64).map(|i| depth3(s, i, i.is_multiple_of(2))).collect());
         if concurrency == 1 {
             let mut c = client.check.clone();
             for (doc, user) in keys.iter() {
@@ -298,7 +299,7 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
             let c = c.clone();
             async move {
                 let n = base + i * 8 + w as u64;
-                let (doc, user) = depth3(s, n, n % 2 == 0);
+                let (doc, user) = depth3(s, n, n.is_multiple_of(2));
                 let mut check = c.check.clone();
                 // fully_consistent never reads the cache: every check is evaluated on a fresh snapshot.
                 let mut req = check_req(&doc, "view", &user);
@@ -306,7 +307,7 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
                     Some(pb::Consistency { requirement: Some(pb::consistency::Requirement::FullyConsistent(true)) });
                 let r = check.check(authed(req, &c.token)).await?.into_inner();
                 let has = r.permissionship == pb::Permissionship::HasPermission as i32;
-                if has != (n % 2 == 0) {
+                if has != (n.is_multiple_of(2)) {
                     return Err(tonic::Status::internal(format!("unexpected answer for {doc} {user}")));
                 }
                 Ok::<(), tonic::Status>(())
