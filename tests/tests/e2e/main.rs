@@ -2,6 +2,7 @@
 //! client. They need the infrastructure `cargo xtask test` starts.
 
 mod common;
+mod permissions;
 mod recovery;
 mod sessions;
 mod skeleton;
