@@ -264,7 +264,8 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
         let raw = report.add(m).clone();
 
         // Warm cache: 1,000 distinct checks, evaluated once before the measured phase.
-        let keys: Arc<Vec<(String, String)>> = Arc::new((0..1000u64).map(|i| depth3(s, i, i % 2 == 0)).collect());
+        let keys: Arc<Vec<(String, String)>> =
+            Arc::new((0..1000u64).map(|i| depth3(s, i, i.is_multiple_of(2))).collect());
         if concurrency == 1 {
             let mut c = client.check.clone();
             for (doc, user) in keys.iter() {
@@ -306,7 +307,7 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
                     Some(pb::Consistency { requirement: Some(pb::consistency::Requirement::FullyConsistent(true)) });
                 let r = check.check(authed(req, &c.token)).await?.into_inner();
                 let has = r.permissionship == pb::Permissionship::HasPermission as i32;
-                if has != n.is_multiple_of(2) {
+                if has != (n.is_multiple_of(2)) {
                     return Err(tonic::Status::internal(format!("unexpected answer for {doc} {user}")));
                 }
                 Ok::<(), tonic::Status>(())

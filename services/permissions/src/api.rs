@@ -1,6 +1,7 @@
 //! gRPC handlers of `trellis.permissions.v1`: SchemaService (WriteSchema, ReadSchema),
-//! RelationshipService (WriteRelationships) and CheckService (Check, CheckBulk,
-//! LookupResources). Every evaluation runs on a fresh REPEATABLE READ snapshot of the caller's
+//! RelationshipService (WriteRelationships, DeleteRelationships, ReadRelationships), CheckService
+//! (Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch) and AccessService (Grant,
+//! Revoke). Check and CheckBulk also serve end users through REST (they check themselves). Every evaluation runs on a fresh REPEATABLE READ snapshot of the caller's
 //! org. Check answers from the [`CheckCache`] when an entry satisfies the requested consistency
 //! and fills it otherwise; writes void the entries that read what they changed.
 
@@ -12,21 +13,25 @@ use futures::Stream;
 use tokio::sync::{RwLock, Semaphore};
 use tonic::{Request, Response, Status};
 use trellis_kit::db::Db;
-use trellis_kit::error::Error;
+use trellis_kit::error::{Error, Violations};
 use trellis_kit::paging::PageTokens;
 use trellis_kit::{RequestContext, Subject};
 use trellis_proto::trellis::permissions::v1 as proto;
+use trellis_proto::trellis::permissions::v1::access_service_server::AccessService;
 use trellis_proto::trellis::permissions::v1::check_service_server::CheckService;
 use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipService;
 use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaService;
 use uuid::Uuid;
 
+use crate::access::{self, Refusal};
 use crate::cache::{CheckCache, Freshness, Invalidation};
 use crate::eval::{DEFAULT_MAX_DEPTH, EvalError, Evaluator, ExpandNode, ObjectRef, SubjectRef, Tuple};
 use crate::registry::{self, RegisterError};
 use crate::schema::Schema;
 use crate::store::{self, ChangesError, Filter, Operation, PgReader, Precondition, TokenError, WriteError, Zookie};
 
+/// Items per CheckBulk from users and API keys (REST).
+pub const MAX_BULK_REST: usize = 100;
 /// Most updates per WriteRelationships, items per CheckBulk, ids per LookupResources call.
 pub const MAX_UPDATES: usize = 1000;
 pub const MAX_PRECONDITIONS: usize = 100;
@@ -74,6 +79,39 @@ impl PermissionsApi {
     /// The result cache.
     pub fn cache(&self) -> &Arc<CheckCache> {
         &self.cache
+    }
+
+    /// The subject of a check: services name it; users and API keys check themselves by default,
+    /// and naming anyone else needs `organization#administer`.
+    async fn checked_subject(
+        &self,
+        ctx: &RequestContext,
+        s: Option<&proto::SubjectReference>,
+        field: &str,
+    ) -> Result<SubjectRef, Error> {
+        let Some(me) = end_user(ctx) else {
+            service_name(ctx)?;
+            return subject(s, field);
+        };
+        let Some(s) = s.filter(|s| s.object.is_some()) else { return Ok(me) };
+        let named = subject(Some(s), field)?;
+        if named == me {
+            return Ok(me);
+        }
+        let org = ctx.org_id()?;
+        let schema = self.schema().await?;
+        let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+        let admin = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH)
+            .check(&ObjectRef::new("organization", org.to_string()), "administer", &me)
+            .await
+            .map_err(eval_error)?;
+        if !admin {
+            return Err(Error::permission_denied(
+                "PERMISSION_DENIED",
+                "Checking another subject's access needs organization#administer",
+            ));
+        }
+        Ok(named)
     }
 
     pub(crate) async fn schema(&self) -> Result<Arc<Schema>, Error> {
@@ -609,12 +647,11 @@ type LookupStream = Pin<Box<dyn Stream<Item = Result<proto::LookupResourcesRespo
 impl CheckService for PermissionsApi {
     async fn check(&self, request: Request<proto::CheckRequest>) -> Result<Response<proto::CheckResponse>, Status> {
         let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
         let org = ctx.org_id()?;
         let req = request.into_inner();
         let freshness = consistency(req.consistency.as_ref(), org)?;
         let resource = object(req.resource.as_ref(), "resource")?;
-        let subject = subject(req.subject.as_ref(), "subject")?;
+        let subject = self.checked_subject(&ctx, req.subject.as_ref(), "subject").await?;
         let depth = if req.max_depth == 0 { DEFAULT_MAX_DEPTH } else { req.max_depth.min(DEFAULT_MAX_DEPTH) };
         let schema = self.schema().await?;
         // Answers computed with a lowered depth limit are neither served from nor put in the
@@ -649,21 +686,25 @@ impl CheckService for PermissionsApi {
         request: Request<proto::CheckBulkRequest>,
     ) -> Result<Response<proto::CheckBulkResponse>, Status> {
         let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
         let org = ctx.org_id()?;
         let req = request.into_inner();
         consistency(req.consistency.as_ref(), org)?;
-        if req.items.is_empty() || req.items.len() > MAX_BULK {
-            return Err(Error::validation("items", format!("1..{MAX_BULK} items")).into());
+        let max = if end_user(&ctx).is_some() { MAX_BULK_REST } else { MAX_BULK };
+        if req.items.is_empty() || req.items.len() > max {
+            return Err(Error::validation("items", format!("1..{max} items")).into());
+        }
+        let mut subjects = Vec::with_capacity(req.items.len());
+        for (i, item) in req.items.iter().enumerate() {
+            subjects.push(self.checked_subject(&ctx, item.subject.as_ref(), &format!("items[{i}].subject")).await);
         }
         let schema = self.schema().await?;
         let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
         let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
         let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH);
         let mut results = Vec::with_capacity(req.items.len());
-        for (i, item) in req.items.iter().enumerate() {
-            let parsed = object(item.resource.as_ref(), &format!("items[{i}].resource"))
-                .and_then(|r| Ok((r, subject(item.subject.as_ref(), &format!("items[{i}].subject"))?)));
+        for ((i, item), subject) in req.items.iter().enumerate().zip(subjects) {
+            let parsed =
+                object(item.resource.as_ref(), &format!("items[{i}].resource")).and_then(|r| Ok((r, subject?)));
             let outcome = match parsed {
                 Ok((r, s)) => ev.check(&r, &item.permission, &s).await.map_err(eval_error),
                 Err(e) => Err(e),
@@ -671,6 +712,7 @@ impl CheckService for PermissionsApi {
             results.push(match outcome {
                 Ok(has) => proto::CheckBulkResult { permissionship: permissionship(has), ..Default::default() },
                 Err(e) if e.code() == tonic::Code::Unavailable => return Err(e.into()),
+                Err(e) if e.code() == tonic::Code::PermissionDenied => return Err(e.into()),
                 Err(e) => proto::CheckBulkResult {
                     permissionship: proto::Permissionship::Unspecified as i32,
                     error_reason: e.reason().to_owned(),
@@ -909,4 +951,140 @@ async fn watch_read(
     let last = out.last().map(|(r, _)| *r);
     out.retain(|(r, v)| !v.is_empty() || Some(*r) == last);
     Ok(out)
+}
+
+/// The caller as a subject, for end-user routes: `user:<id>` or `api_key:<id>`.
+pub(crate) fn end_user(ctx: &RequestContext) -> Option<SubjectRef> {
+    match &ctx.subject {
+        Subject::User(u) => Some(SubjectRef::new("user", u.to_string())),
+        Subject::ApiKey(k) => Some(SubjectRef::new("api_key", k.to_string())),
+        _ => None,
+    }
+}
+
+fn refusal(r: Refusal, t: &Tuple) -> Error {
+    match r {
+        Refusal::UnknownType => Error::invalid_argument("UNKNOWN_TYPE", format!("Unknown type `{}`", t.resource.ty))
+            .with_field("namespace", "unknown type"),
+        Refusal::UnknownRelation => {
+            Error::invalid_argument("UNKNOWN_RELATION", format!("`{}` has no relation `{}`", t.resource.ty, t.relation))
+                .with_field("relation", "not a relation of this type")
+        }
+        Refusal::NotShareable => Error::failed_precondition(
+            "NOT_SHAREABLE",
+            format!("`{}` has no `share` permission, so its objects cannot be shared", t.resource.ty),
+        ),
+        Refusal::NotGrantableRelation => Error::invalid_argument(
+            "NOT_GRANTABLE_RELATION",
+            format!("`{}` is a structural relation and cannot be granted", t.relation),
+        )
+        .with_field("relation", "structural relations cannot be granted"),
+        Refusal::NotSharer => Error::permission_denied(
+            "PERMISSION_DENIED",
+            format!("You need `share` on {} to change who has access", t.resource),
+        ),
+        Refusal::Escalation(p) => Error::permission_denied(
+            "ESCALATION",
+            format!("`{}` confers `{p}`, which you do not hold on {}", t.relation, t.resource),
+        )
+        .with_metadata("permission", p),
+        Refusal::WildcardNeedsAdmin => {
+            Error::permission_denied("PERMISSION_DENIED", "Granting to everyone (`*`) needs organization#administer")
+        }
+        Refusal::NotAMember => {
+            Error::failed_precondition("NOT_A_MEMBER", format!("{} is not a member of this organization", t.subject))
+        }
+    }
+}
+
+impl PermissionsApi {
+    /// Grant (TOUCH) or revoke (DELETE) one relationship for an end user, with its event.
+    async fn share(
+        &self,
+        ctx: &RequestContext,
+        (namespace, object_id, relation, s): (String, String, String, Option<proto::AccessSubject>),
+        granting: bool,
+    ) -> Result<Option<proto::ZedToken>, Error> {
+        let caller = end_user(ctx)
+            .ok_or_else(|| Error::permission_denied("USER_TOKEN_REQUIRED", "Only users and API keys share objects"))?;
+        let org = ctx.org_id()?;
+        let mut v = Violations::default();
+        v.check(!namespace.is_empty(), "namespace", "is required");
+        v.check(store::valid_object_id(&object_id), "object_id", "must match ^[A-Za-z0-9/_|\\-=+@.:]{1,128}$");
+        v.check(!relation.is_empty(), "relation", "is required");
+        let s = s.unwrap_or_default();
+        v.check(!s.r#type.is_empty(), "subject.type", "is required");
+        v.check(s.id == "*" || store::valid_object_id(&s.id), "subject.id", "must be an object id or `*`");
+        v.finish()?;
+        let t = Tuple {
+            resource: ObjectRef::new(&namespace, &object_id),
+            relation: relation.clone(),
+            subject: SubjectRef::set(&s.r#type, &s.id, &s.relation),
+        };
+        let schema = self.schema().await?;
+        let def = schema.definition(&namespace).ok_or_else(|| refusal(Refusal::UnknownType, &t))?;
+        let org_object = ObjectRef::new("organization", org.to_string());
+        {
+            let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+            let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH);
+            access::authorize(&mut ev, def, &t, &caller, &org_object, granting)
+                .await
+                .map_err(eval_error)?
+                .map_err(|r| refusal(r, &t))?;
+        }
+        let op = if granting { Operation::Touch } else { Operation::Delete };
+        let violations = store::validate_updates(&schema, &[(op, t.clone())]);
+        if let Some(x) = violations.first() {
+            let field = x
+                .field
+                .replace("updates[0].relationship.subject.object.object_type", "subject.type")
+                .replace("updates[0].relationship.subject.optional_relation", "subject.relation")
+                .replace("updates[0].relationship.subject.object.object_id", "subject.id");
+            return Err(
+                Error::invalid_argument("VALIDATION_ERROR", x.message.clone()).with_field(field, x.message.clone())
+            );
+        }
+        let mut tx = self.db.tenant_tx(ctx).await?;
+        let (kind, id) = ctx.actor();
+        let written = store::write(&mut tx, org, &schema, &[(op, t.clone())], &[], &format!("{kind}:{id}"))
+            .await
+            .map_err(write_error)?;
+        let payload = proto::AccessChanged {
+            resource: Some(object_ref(&t.resource)),
+            relation: t.relation.clone(),
+            subject: Some(subject_ref(&t.subject)),
+            written_at: token(org, written.revision),
+        };
+        if written.changed {
+            let event = if granting { ACCESS_GRANTED } else { ACCESS_REVOKED };
+            trellis_kit::events::stage(&mut tx, ctx, event, &payload).await?;
+        }
+        tx.commit().await.map_err(Error::internal)?;
+        if written.changed {
+            let keys = vec![(t.resource.ty.clone(), t.resource.id.clone(), t.relation.clone())];
+            self.cache.written(Invalidation { org_id: org, revision: written.revision, keys, schema: false }).await;
+        }
+        Ok(token(org, written.revision))
+    }
+}
+
+/// Routing keys of the events this service publishes.
+pub const ACCESS_GRANTED: &str = "permissions.access.granted";
+pub const ACCESS_REVOKED: &str = "permissions.access.revoked";
+
+#[tonic::async_trait]
+impl AccessService for PermissionsApi {
+    async fn grant(&self, request: Request<proto::GrantRequest>) -> Result<Response<proto::GrantResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let written_at = self.share(&ctx, (r.namespace, r.object_id, r.relation, r.subject), true).await?;
+        Ok(Response::new(proto::GrantResponse { written_at }))
+    }
+
+    async fn revoke(&self, request: Request<proto::RevokeRequest>) -> Result<Response<proto::RevokeResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let r = request.into_inner();
+        let written_at = self.share(&ctx, (r.namespace, r.object_id, r.relation, r.subject), false).await?;
+        Ok(Response::new(proto::RevokeResponse { written_at }))
+    }
 }

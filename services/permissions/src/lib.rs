@@ -11,6 +11,7 @@
 //! - [`registry`]: schema registration: validation against the other modules and the stored
 //!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
 //! - [`cache`]: the per-replica result cache of Check, with revision-aware invalidation over Redis.
+//! - [`access`]: end-user sharing rules (Grant and Revoke: share, no escalation, membership).
 //! - [`api`]: the gRPC handlers (SchemaService; RelationshipService: Write, Delete by filter,
 //!   Read; CheckService: Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch).
 //! - `module()`: what the `trellis` binary serves, plus the changelog retention sweep
@@ -18,6 +19,7 @@
 //! - [`identity_events`]: the consumer of identity's events (`permissions.identity`), which
 //!   maintains the membership, ownership and team relationships with the source-version guard.
 
+pub mod access;
 pub mod api;
 pub mod cache;
 pub mod eval;
@@ -60,6 +62,7 @@ pub fn module() -> Module {
 pub fn module_with(settings: cache::CacheSettings) -> Module {
     let module = Module::new("permissions", &MIGRATOR, move |runtime| {
         Box::pin(async move {
+            use trellis_proto::trellis::permissions::v1::access_service_server::AccessServiceServer;
             use trellis_proto::trellis::permissions::v1::check_service_server::CheckServiceServer;
             use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipServiceServer;
             use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaServiceServer;
@@ -87,7 +90,8 @@ pub fn module_with(settings: cache::CacheSettings) -> Module {
                 .consumer(identity_events::IdentityEvents::consumer(api.clone()))
                 .grpc(SchemaServiceServer::new(api.clone()))
                 .grpc(RelationshipServiceServer::new(api.clone()))
-                .grpc(CheckServiceServer::new(api)))
+                .grpc(CheckServiceServer::new(api.clone()))
+                .grpc(AccessServiceServer::new(api)))
         })
     });
     module.with_schema(SCHEMA)

@@ -5,6 +5,7 @@ mod api_keys;
 mod common;
 mod keys;
 mod organizations;
+mod permissions;
 mod recovery;
 mod service_tokens;
 mod sessions;
