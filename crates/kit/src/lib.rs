@@ -11,6 +11,7 @@
 //! - [`context`]: [`RequestContext`], who is calling for which organization.
 //! - [`error`]: [`Error`], one type mapped to `tonic::Status` with ErrorInfo/BadRequest/RetryInfo.
 //! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
+//! - [`filter`]: AIP-160 `filter` and `order_by` over declared fields, into bound SQL.
 //! - [`paging`]: opaque, tamper-evident page tokens.
 //! - [`ratelimit`]: fixed-window rate limits counted in Redis (RATE_LIMITED with RetryInfo).
 //! - [`module`] and [`grpc`]: what a service crate exports, and how it is served.
@@ -27,6 +28,7 @@ pub mod db;
 pub mod descriptors;
 pub mod error;
 pub mod events;
+pub mod filter;
 pub mod grpc;
 pub mod module;
 pub mod paging;
