@@ -17,9 +17,10 @@ use trellis_proto::trellis::tasks::v1::time_service_server::TimeService;
 use crate::access::Access;
 use crate::board::ops::{self as boards, BoardChanges, BoardView, ColumnSpec, NewBoard};
 use crate::dependency::{self, DependencyType};
+use crate::list::{self, ListQuery, Listing, View};
 use crate::store::{DependencyRow, TaskRow, WatcherRow};
 use crate::task::change::{self, Placement, TaskChanges};
-use crate::task::{self, DESCRIPTION_MAX, ListQuery, NOTE_MAX, NewTask, Priority, Status, TITLE_MAX};
+use crate::task::{self, DESCRIPTION_MAX, NOTE_MAX, NewTask, Priority, Status, TITLE_MAX};
 
 /// Resolution notes limit, in characters.
 const RESOLUTION_MAX: usize = 5_000;
@@ -37,6 +38,12 @@ impl TaskApi {
     pub fn new(db: Db, tokens: PageTokens, access: Arc<dyn Access>) -> Self {
         Self { db, tokens: Arc::new(tokens), access }
     }
+}
+
+/// The caller, the message and an empty violation list: how every handler starts.
+fn parts<T>(request: Request<T>) -> Result<(RequestContext, T, Violations), GrpcStatus> {
+    let ctx = RequestContext::from_request(&request)?.clone();
+    Ok((ctx, request.into_inner(), Violations::default()))
 }
 
 fn from_timestamp(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -208,6 +215,63 @@ pub fn task_to_proto(t: &TaskRow) -> proto::Task {
     }
 }
 
+fn count(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn listing_to_proto(l: &Listing) -> proto::ListTasksResponse {
+    let counts = |rows: &[(String, i64)]| rows.iter().map(|(k, n)| (k.clone(), count(*n))).collect();
+    proto::ListTasksResponse {
+        tasks: l.tasks.iter().map(task_to_proto).collect(),
+        next_page_token: l.next_page_token.clone(),
+        total_size: count(l.total_size),
+        groups: l
+            .groups
+            .iter()
+            .map(|g| proto::KanbanGroup {
+                column: Some(column_to_proto(&g.column)),
+                tasks: g.tasks.iter().map(task_to_proto).collect(),
+                total_size: count(g.total_size),
+                over_wip_limit: g.over_wip_limit,
+            })
+            .collect(),
+        truncated: l.truncated,
+        aggregations: l.aggregations.as_ref().map(|a| proto::TaskAggregations {
+            by_status: counts(&a.by_status),
+            by_priority: counts(&a.by_priority),
+            overdue_count: count(a.overdue_count),
+            due_this_week: count(a.due_this_week),
+            completed_this_week: count(a.completed_this_week),
+        }),
+        dependencies: l
+            .dependencies
+            .iter()
+            .map(|d| proto::GanttDependency {
+                id: d.row.id.to_string(),
+                task_id: d.row.task_id.to_string(),
+                depends_on_id: d.row.depends_on_id.to_string(),
+                r#type: dependency_type_to_proto(&d.row.kind),
+                lag_days: d.row.lag_days,
+                violated: d.violated,
+            })
+            .collect(),
+        external_blockers: l
+            .external_blockers
+            .iter()
+            .map(|b| proto::TaskSummary {
+                id: b.depends_on_id.to_string(),
+                key: crate::board::task_key(&b.board_key, b.number),
+                title: b.title.clone(),
+                status: Status::parse(&b.status).map_or(0, |s| s.to_proto() as i32),
+                board_id: b.board_id.to_string(),
+                start_date: b.start_date.map(timestamp),
+                due_date: b.due_date.map(timestamp),
+            })
+            .collect(),
+        unscheduled: l.unscheduled.iter().map(task_to_proto).collect(),
+    }
+}
+
 fn watcher_to_proto(w: &WatcherRow) -> proto::Watcher {
     let reason = match w.reason.as_str() {
         "manual" => proto::WatchReason::Manual,
@@ -226,9 +290,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::CreateTaskRequest>,
     ) -> Result<Response<proto::CreateTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
         let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
         let board_id = v.optional_uuid("board_id", &r.board_id);
@@ -252,9 +314,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::GetTaskRequest>,
     ) -> Result<Response<proto::GetTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let detail = task::get(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::GetTaskResponse {
@@ -267,9 +328,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::ListTasksRequest>,
     ) -> Result<Response<proto::ListTasksResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let size = page_size(r.page_size).unwrap_or_else(|_| {
             v.add("page_size", "must not be negative");
             0
@@ -279,7 +338,6 @@ impl TaskService for TaskApi {
             "me" => Some(ctx.user_id()?),
             raw => v.optional_uuid("assignee_id", raw),
         };
-        v.finish()?;
         let statuses: Vec<Status> = r
             .status
             .iter()
@@ -304,62 +362,67 @@ impl TaskService for TaskApi {
             })
             .collect();
         let parent_id = v.optional_uuid("parent_id", &r.parent_id);
-        let kanban = match r.view.trim() {
-            "" | "list" => false,
-            "kanban" => true,
-            _ => {
-                v.add("view", "must be list or kanban");
-                false
+        let view = View::parse(&r.view).unwrap_or_else(|| {
+            v.add("view", "must be list, kanban, calendar or gantt");
+            View::List
+        });
+        let from = r.from.as_ref().and_then(from_timestamp);
+        let to = r.to.as_ref().and_then(from_timestamp);
+        let range = match (from, to) {
+            (None, None) => None,
+            (Some(from), Some(to)) if to <= from => {
+                v.add("to", "must be after from");
+                None
+            }
+            (Some(from), Some(to)) if view == View::Calendar && (to - from).num_days() > list::CALENDAR_MAX_DAYS => {
+                v.add("to", "must be at most 93 days after from in the calendar view");
+                None
+            }
+            (Some(from), Some(to)) => Some((from, to)),
+            (None, Some(_)) => {
+                v.add("from", "is required with to");
+                None
+            }
+            (Some(_), None) => {
+                v.add("to", "is required with from");
+                None
             }
         };
+        let time_zone = match r.time_zone.trim() {
+            "" => "UTC".to_string(),
+            tz => tz.to_string(),
+        };
+        v.check(r.q.chars().count() <= 500, "q", "must be at most 500 characters");
         v.finish()?;
+        let filter = list::schema().parse(&r.filter)?;
+        let order = list::schema().order_by(&r.order_by, list::default_order(board_id))?;
         let query = ListQuery {
+            view,
             board_id,
             assignee_id,
             statuses,
             priorities,
             parent_id,
             include_subtasks: r.include_subtasks,
+            include_closed: r.include_closed.unwrap_or(true),
+            filter,
+            order,
+            q: r.q,
+            range,
+            time_zone,
+            include_aggregations: r.include_aggregations,
             page_size: size,
             page_token: r.page_token,
         };
-        if kanban {
-            let groups = task::kanban(&self.db, self.access.as_ref(), &ctx, query).await?;
-            let total: i64 = groups.iter().map(|g| g.total_size).sum();
-            return Ok(Response::new(proto::ListTasksResponse {
-                tasks: Vec::new(),
-                next_page_token: String::new(),
-                total_size: i32::try_from(total).unwrap_or(i32::MAX),
-                groups: groups
-                    .iter()
-                    .map(|g| proto::KanbanGroup {
-                        column: Some(column_to_proto(&g.column)),
-                        tasks: g.tasks.iter().map(task_to_proto).collect(),
-                        total_size: i32::try_from(g.total_size).unwrap_or(i32::MAX),
-                        over_wip_limit: g.over_wip_limit,
-                    })
-                    .collect(),
-            }));
-        }
-        if let Some(board_id) = query.board_id {
-            self.access.board(&ctx, board_id, crate::access::BoardPermission::View).await?;
-        }
-        let page = task::list(&self.db, &ctx, &self.tokens, query).await?;
-        Ok(Response::new(proto::ListTasksResponse {
-            tasks: page.tasks.iter().map(task_to_proto).collect(),
-            next_page_token: page.next_page_token,
-            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
-            groups: Vec::new(),
-        }))
+        let listing = list::list(&self.db, self.access.as_ref(), &ctx, &self.tokens, query).await?;
+        Ok(Response::new(listing_to_proto(&listing)))
     }
 
     async fn assign_task(
         &self,
         request: Request<proto::AssignTaskRequest>,
     ) -> Result<Response<proto::AssignTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let assignee_id = v.optional_uuid("assignee_id", &r.assignee_id);
         let note = task::clean_text(&mut v, "note", &r.note, 0, NOTE_MAX);
@@ -372,9 +435,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::CreateSubtaskRequest>,
     ) -> Result<Response<proto::CreateSubtaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let parent_id = v.uuid("task_id", &r.task_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
         let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
@@ -407,9 +468,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::UpdateTaskRequest>,
     ) -> Result<Response<proto::UpdateTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let paths = mask_paths(r.update_mask.as_ref());
         if paths.is_empty() {
@@ -461,9 +520,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::MoveTaskRequest>,
     ) -> Result<Response<proto::MoveTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let placement = Placement {
             column_id: v.optional_uuid("column_id", &r.column_id),
@@ -490,9 +547,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::CompleteTaskRequest>,
     ) -> Result<Response<proto::CompleteTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let notes = task::clean_text(&mut v, "resolution_notes", &r.resolution_notes, 0, RESOLUTION_MAX);
         v.finish()?;
@@ -507,9 +562,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::DeleteTaskRequest>,
     ) -> Result<Response<proto::DeleteTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let task = change::delete(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::DeleteTaskResponse { task: Some(task_to_proto(&task)) }))
@@ -519,9 +573,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::RestoreTaskRequest>,
     ) -> Result<Response<proto::RestoreTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let task = change::restore(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::RestoreTaskResponse { task: Some(task_to_proto(&task)) }))
@@ -531,9 +584,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::AddDependencyRequest>,
     ) -> Result<Response<proto::AddDependencyResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let depends_on_id = v.uuid("depends_on_id", &r.depends_on_id);
         let kind = match proto::DependencyType::try_from(r.r#type) {
@@ -563,9 +614,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::RemoveDependencyRequest>,
     ) -> Result<Response<proto::RemoveDependencyResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let dependency_id = v.uuid("dependency_id", &r.dependency_id);
         v.finish()?;
@@ -577,9 +626,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::AddWatcherRequest>,
     ) -> Result<Response<proto::AddWatcherResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let user_id = v.optional_uuid("user_id", &r.user_id);
         v.finish()?;
@@ -595,9 +642,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::RemoveWatcherRequest>,
     ) -> Result<Response<proto::RemoveWatcherResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let user_id = v.uuid("user_id", &r.user_id);
         v.finish()?;
@@ -609,9 +654,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::ListDependenciesRequest>,
     ) -> Result<Response<proto::ListDependenciesResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let (blockers, dependents) = dependency::ops::list(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::ListDependenciesResponse {
@@ -631,9 +675,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::CreateBoardRequest>,
     ) -> Result<Response<proto::CreateBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let name = task::clean_text(&mut v, "name", &r.name, 1, 200);
         let key = r.key.trim().to_string();
         v.check(boards::valid_key(&key), "key", "must match ^[A-Z][A-Z0-9]{1,9}$");
@@ -672,9 +714,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::ListBoardsRequest>,
     ) -> Result<Response<proto::ListBoardsResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let size = page_size(r.page_size).unwrap_or_else(|_| {
             v.add("page_size", "must be 0-100");
             0
@@ -693,9 +733,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::GetBoardRequest>,
     ) -> Result<Response<proto::GetBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::get(&self.db, self.access.as_ref(), &ctx, board_id).await?;
         Ok(Response::new(proto::GetBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -705,9 +744,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::UpdateBoardRequest>,
     ) -> Result<Response<proto::UpdateBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let board_id = board_id_of(&mut v, &r.board_id);
         let paths = mask_paths(r.update_mask.as_ref());
         if paths.is_empty() {
@@ -750,9 +787,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::ConfigureColumnsRequest>,
     ) -> Result<Response<proto::ConfigureColumnsResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let board_id = board_id_of(&mut v, &r.board_id);
         let columns = column_specs(&mut v, "columns", &r.columns);
         let removed: Vec<(uuid::Uuid, uuid::Uuid)> = r
@@ -775,9 +810,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::ArchiveBoardRequest>,
     ) -> Result<Response<proto::ArchiveBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::set_archived(&self.db, self.access.as_ref(), &ctx, board_id, true).await?;
         Ok(Response::new(proto::ArchiveBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -787,9 +821,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::UnarchiveBoardRequest>,
     ) -> Result<Response<proto::UnarchiveBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::set_archived(&self.db, self.access.as_ref(), &ctx, board_id, false).await?;
         Ok(Response::new(proto::UnarchiveBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -799,9 +832,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::DeleteBoardRequest>,
     ) -> Result<Response<proto::DeleteBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::delete(&self.db, self.access.as_ref(), &ctx, board_id).await?;
         Ok(Response::new(proto::DeleteBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -811,9 +843,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::RestoreBoardRequest>,
     ) -> Result<Response<proto::RestoreBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::restore(&self.db, self.access.as_ref(), &ctx, board_id).await?;
         Ok(Response::new(proto::RestoreBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -848,9 +879,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::CreateChecklistRequest>,
     ) -> Result<Response<proto::CreateChecklistResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, 200);
         if r.items.len() > crate::checklist::MAX_ITEMS {
@@ -871,9 +900,8 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::DeleteChecklistRequest>,
     ) -> Result<Response<proto::DeleteChecklistResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let checklist_id = v.uuid("checklist_id", &request.get_ref().checklist_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         v.finish()?;
         crate::checklist::delete(&self.db, self.access.as_ref(), &ctx, checklist_id).await?;
         Ok(Response::new(proto::DeleteChecklistResponse {}))
@@ -883,9 +911,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::CreateChecklistItemRequest>,
     ) -> Result<Response<proto::CreateChecklistItemResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, 500);
         v.finish()?;
@@ -897,9 +923,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::UpdateChecklistItemRequest>,
     ) -> Result<Response<proto::UpdateChecklistItemResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         let item_id = v.uuid("item_id", &r.item_id);
         let (mut title, mut done) = (None, None);
@@ -928,9 +952,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::DeleteChecklistItemRequest>,
     ) -> Result<Response<proto::DeleteChecklistItemResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         let item_id = v.uuid("item_id", &r.item_id);
         v.finish()?;
@@ -961,9 +983,7 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::StartTimerRequest>,
     ) -> Result<Response<proto::StartTimerResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
         v.finish()?;
@@ -980,9 +1000,8 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::StopTimerRequest>,
     ) -> Result<Response<proto::StopTimerResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let entry = crate::time::stop(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::StopTimerResponse { entry: Some(entry_to_proto(&entry)) }))
@@ -1001,9 +1020,7 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::CreateTimeEntryRequest>,
     ) -> Result<Response<proto::CreateTimeEntryResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.optional_uuid("task_id", &r.task_id);
         let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
         let started_at = r.started_at.as_ref().and_then(from_timestamp);
@@ -1039,9 +1056,7 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::GetTimeReportRequest>,
     ) -> Result<Response<proto::GetTimeReportResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let from = r.from.as_ref().and_then(from_timestamp);
         let to = r.to.as_ref().and_then(from_timestamp);
         if from.is_none() {

@@ -11,6 +11,8 @@
 //! - [`task`]: task rules (placement, text limits) and operations; [`task::change`] is the one
 //!   path every change takes (status ↔ column, WIP limits, enforced dependencies, events,
 //!   blocked/unblocked transitions of dependents).
+//! - [`list`]: ListTasks views (list, kanban, calendar, gantt) over one selection: the AIP-160
+//!   filter and order_by fields (kit::filter), full-text search, aggregations.
 //! - [`board`]: default columns, keys; [`board::ops`] the board operations.
 //! - [`checklist`]: checklists and items, and when a checklist completes.
 //! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
@@ -36,6 +38,7 @@ pub mod checklist;
 pub mod dependency;
 pub mod error;
 pub mod events;
+pub mod list;
 pub mod position;
 pub mod store;
 pub mod task;

@@ -8,6 +8,7 @@ mod dependencies;
 mod moves;
 mod rest;
 mod rls;
+mod search;
 mod tasks;
 mod time;
 mod views;
