@@ -8,6 +8,8 @@
 //! - [`auth`]: EdDSA access-token verification against identity's JWKS.
 //! - [`authz`]: the permissions client (check, check_bulk, lookup_resources, touch/delete) and
 //!   schema registration with retry.
+//! - [`collab`]: comments, tags, entity links and activity on a module's own entities (tables
+//!   installed in its schema with `Module::with_collab`).
 //! - [`context`]: [`RequestContext`], who is calling for which organization.
 //! - [`error`]: [`Error`], one type mapped to `tonic::Status` with ErrorInfo/BadRequest/RetryInfo.
 //! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
@@ -22,6 +24,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod collab;
 pub mod config;
 pub mod context;
 pub mod db;

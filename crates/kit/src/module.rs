@@ -32,6 +32,8 @@ pub struct Module {
     /// The module's authorization schema (`schema.zed`), registered with the permissions service
     /// at start-up (see [`crate::authz::Authz::register_schema`]).
     pub schema: Option<&'static str>,
+    /// Kit components whose tables live in the module's schema (see [`crate::db::KitParts`]).
+    pub kit_parts: crate::db::KitParts,
     start: Box<dyn FnOnce(Runtime) -> StartFuture + Send>,
 }
 
@@ -48,12 +50,19 @@ impl Module {
         migrator: &'static Migrator,
         start: impl FnOnce(Runtime) -> StartFuture + Send + 'static,
     ) -> Self {
-        Self { name, migrator, schema: None, start: Box::new(start) }
+        Self { name, migrator, schema: None, kit_parts: crate::db::KitParts::default(), start: Box::new(start) }
     }
 
     /// Declares the module's `schema.zed` (`include_str!("../schema.zed")`).
     pub fn with_schema(mut self, schema: &'static str) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Mounts [`crate::collab`]: kit installs the comments, tags, entity links and activity
+    /// tables in the module's schema before its own migrations.
+    pub fn with_collab(mut self) -> Self {
+        self.kit_parts.collab = true;
         self
     }
 

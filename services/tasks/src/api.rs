@@ -5,17 +5,20 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status as GrpcStatus};
 use trellis_kit::RequestContext;
+use trellis_kit::collab::{EntityRef, TagRef};
 use trellis_kit::db::Db;
 use trellis_kit::error::Violations;
 use trellis_kit::paging::{PageTokens, page_size};
 use trellis_proto::trellis::tasks::v1 as proto;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardService;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistService;
+use trellis_proto::trellis::tasks::v1::collab_service_server::CollabService;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskService;
 use trellis_proto::trellis::tasks::v1::time_service_server::TimeService;
 
 use crate::access::Access;
 use crate::board::ops::{self as boards, BoardChanges, BoardView, ColumnSpec, NewBoard};
+use crate::collab;
 use crate::dependency::{self, DependencyType};
 use crate::list::{self, ListQuery, Listing, View};
 use crate::store::{DependencyRow, TaskRow, WatcherRow};
@@ -393,6 +396,16 @@ impl TaskService for TaskApi {
             tz => tz.to_string(),
         };
         v.check(r.q.chars().count() <= 500, "q", "must be at most 500 characters");
+        let mut tags: Vec<String> = r
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        v.check(tags.len() <= 50, "tags", "at most 50 names");
         v.finish()?;
         let filter = list::schema().parse(&r.filter)?;
         let order = list::schema().order_by(&r.order_by, list::default_order(board_id))?;
@@ -411,6 +424,7 @@ impl TaskService for TaskApi {
             range,
             time_zone,
             include_aggregations: r.include_aggregations,
+            tags,
             page_size: size,
             page_token: r.page_token,
         };
@@ -1103,6 +1117,276 @@ impl TimeService for TaskApi {
             billable_seconds: groups.iter().map(|g| g.billable_seconds).sum(),
             entry_count: groups.iter().map(|g| g.entry_count).sum(),
             groups,
+        }))
+    }
+}
+
+fn comment_to_proto(c: &trellis_kit::collab::Comment) -> proto::Comment {
+    proto::Comment {
+        id: c.id.to_string(),
+        task_id: c.entity_id.to_string(),
+        author_id: id_string(c.author_id),
+        body: c.body.clone(),
+        parent_id: id_string(c.parent_id),
+        mentioned_user_ids: c.mentions.iter().map(ToString::to_string).collect(),
+        edited_at: c.edited_at.map(timestamp),
+        deleted: c.deleted_at.is_some(),
+        created_at: Some(timestamp(c.created_at)),
+    }
+}
+
+fn tag_to_proto(t: &trellis_kit::collab::Tag) -> proto::Tag {
+    proto::Tag {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        color: t.color.clone().unwrap_or_default(),
+        category: t.category.clone().unwrap_or_default(),
+    }
+}
+
+fn entity_ref(entity_type: &str, id: uuid::Uuid) -> trellis_proto::trellis::common::v1::EntityRef {
+    trellis_proto::trellis::common::v1::EntityRef { r#type: entity_type.to_string(), id: id.to_string() }
+}
+
+fn link_to_proto(l: &trellis_kit::collab::Link) -> proto::EntityLink {
+    proto::EntityLink {
+        id: l.id.to_string(),
+        source: Some(entity_ref(&l.source_type, l.source_id)),
+        target: Some(entity_ref(&l.target_type, l.target_id)),
+        relationship: l.relationship.clone(),
+        mirrored: l.mirrored,
+        created_at: Some(timestamp(l.created_at)),
+    }
+}
+
+fn json_to_struct(value: &serde_json::Value) -> prost_types::Struct {
+    fn convert(value: &serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+            serde_json::Value::Array(items) => {
+                Kind::ListValue(prost_types::ListValue { values: items.iter().map(convert).collect() })
+            }
+            serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(value)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let fields = match value {
+        serde_json::Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), convert(v))).collect(),
+        _ => Default::default(),
+    };
+    prost_types::Struct { fields }
+}
+
+fn comment_body(v: &mut Violations, raw: &str) -> String {
+    task::clean_text(v, "body", raw, 1, trellis_kit::collab::COMMENT_MAX)
+}
+
+#[tonic::async_trait]
+impl CollabService for TaskApi {
+    async fn create_comment(
+        &self,
+        request: Request<proto::CreateCommentRequest>,
+    ) -> Result<Response<proto::CreateCommentResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let body = comment_body(&mut v, &r.body);
+        let parent_id = v.optional_uuid("parent_id", &r.parent_id);
+        v.finish()?;
+        let comment = collab::create_comment(&self.db, self.access.as_ref(), &ctx, task_id, &body, parent_id).await?;
+        Ok(Response::new(proto::CreateCommentResponse { comment: Some(comment_to_proto(&comment)) }))
+    }
+
+    async fn list_comments(
+        &self,
+        request: Request<proto::ListCommentsRequest>,
+    ) -> Result<Response<proto::ListCommentsResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must not be negative");
+            0
+        });
+        v.finish()?;
+        let page = collab::list_comments(
+            &self.db,
+            self.access.as_ref(),
+            &ctx,
+            &self.tokens,
+            task_id,
+            &r.q,
+            collab::PageRequest { size, token: &r.page_token },
+        )
+        .await?;
+        Ok(Response::new(proto::ListCommentsResponse {
+            comments: page.items.iter().map(comment_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_comment(
+        &self,
+        request: Request<proto::UpdateCommentRequest>,
+    ) -> Result<Response<proto::UpdateCommentResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let comment_id = v.uuid("comment_id", &r.comment_id);
+        let body = comment_body(&mut v, &r.body);
+        v.finish()?;
+        let comment = collab::update_comment(&self.db, self.access.as_ref(), &ctx, task_id, comment_id, &body).await?;
+        Ok(Response::new(proto::UpdateCommentResponse { comment: Some(comment_to_proto(&comment)) }))
+    }
+
+    async fn delete_comment(
+        &self,
+        request: Request<proto::DeleteCommentRequest>,
+    ) -> Result<Response<proto::DeleteCommentResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let comment_id = v.uuid("comment_id", &r.comment_id);
+        v.finish()?;
+        collab::delete_comment(&self.db, self.access.as_ref(), &ctx, task_id, comment_id).await?;
+        Ok(Response::new(proto::DeleteCommentResponse {}))
+    }
+
+    async fn create_tag(
+        &self,
+        request: Request<proto::CreateTagRequest>,
+    ) -> Result<Response<proto::CreateTagResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let name = trellis_kit::collab::tag_name(&mut v, "name", &r.name);
+        let color = Some(r.color.trim()).filter(|c| !c.is_empty());
+        v.check(color.is_none_or(crate::board::ops::valid_color), "color", "must be #RRGGBB");
+        let category = Some(r.category.trim()).filter(|c| !c.is_empty());
+        v.check(category.is_none_or(|c| c.chars().count() <= 50), "category", "must be at most 50 characters");
+        v.finish()?;
+        let tag = collab::create_tag(&self.db, self.access.as_ref(), &ctx, &name, color, category).await?;
+        Ok(Response::new(proto::CreateTagResponse { tag: Some(tag_to_proto(&tag)) }))
+    }
+
+    async fn list_tags(
+        &self,
+        request: Request<proto::ListTagsRequest>,
+    ) -> Result<Response<proto::ListTagsResponse>, GrpcStatus> {
+        let (ctx, _, _) = parts(request)?;
+        let tags = collab::tags(&self.db, &ctx).await?;
+        Ok(Response::new(proto::ListTagsResponse { tags: tags.iter().map(tag_to_proto).collect() }))
+    }
+
+    async fn delete_tag(
+        &self,
+        request: Request<proto::DeleteTagRequest>,
+    ) -> Result<Response<proto::DeleteTagResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let tag_id = v.uuid("tag_id", &r.tag_id);
+        v.finish()?;
+        collab::delete_tag(&self.db, self.access.as_ref(), &ctx, tag_id).await?;
+        Ok(Response::new(proto::DeleteTagResponse {}))
+    }
+
+    async fn tag_task(
+        &self,
+        request: Request<proto::TagTaskRequest>,
+    ) -> Result<Response<proto::TagTaskResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let tag = match v.optional_uuid("tag_id", &r.tag_id) {
+            Some(id) => TagRef::Id(id),
+            None => TagRef::Name(trellis_kit::collab::tag_name(&mut v, "name", &r.name)),
+        };
+        v.finish()?;
+        let tags = collab::tag_task(&self.db, self.access.as_ref(), &ctx, task_id, tag).await?;
+        Ok(Response::new(proto::TagTaskResponse { tags: tags.iter().map(tag_to_proto).collect() }))
+    }
+
+    async fn untag_task(
+        &self,
+        request: Request<proto::UntagTaskRequest>,
+    ) -> Result<Response<proto::UntagTaskResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let tag_id = v.uuid("tag_id", &r.tag_id);
+        v.finish()?;
+        let tags = collab::untag_task(&self.db, self.access.as_ref(), &ctx, task_id, tag_id).await?;
+        Ok(Response::new(proto::UntagTaskResponse { tags: tags.iter().map(tag_to_proto).collect() }))
+    }
+
+    async fn create_link(
+        &self,
+        request: Request<proto::CreateLinkRequest>,
+    ) -> Result<Response<proto::CreateLinkResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let target = r.target.unwrap_or_default();
+        let target_type = target.r#type.trim().to_string();
+        v.check(!target_type.is_empty(), "target.type", "is required");
+        let target_id = v.uuid("target.id", &target.id);
+        let relationship = trellis_kit::collab::relationship(&mut v, &r.relationship);
+        v.finish()?;
+        let target = EntityRef::new(target_type, target_id);
+        let link = collab::create_link(&self.db, self.access.as_ref(), &ctx, task_id, target, &relationship).await?;
+        Ok(Response::new(proto::CreateLinkResponse { link: Some(link_to_proto(&link)) }))
+    }
+
+    async fn list_links(
+        &self,
+        request: Request<proto::ListLinksRequest>,
+    ) -> Result<Response<proto::ListLinksResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        v.finish()?;
+        let links = collab::links(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::ListLinksResponse { links: links.iter().map(link_to_proto).collect() }))
+    }
+
+    async fn delete_link(
+        &self,
+        request: Request<proto::DeleteLinkRequest>,
+    ) -> Result<Response<proto::DeleteLinkResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let link_id = v.uuid("link_id", &r.link_id);
+        v.finish()?;
+        collab::delete_link(&self.db, self.access.as_ref(), &ctx, task_id, link_id).await?;
+        Ok(Response::new(proto::DeleteLinkResponse {}))
+    }
+
+    async fn list_task_activity(
+        &self,
+        request: Request<proto::ListTaskActivityRequest>,
+    ) -> Result<Response<proto::ListTaskActivityResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must not be negative");
+            0
+        });
+        v.finish()?;
+        let page = collab::activity(
+            &self.db,
+            self.access.as_ref(),
+            &ctx,
+            &self.tokens,
+            task_id,
+            collab::PageRequest { size, token: &r.page_token },
+        )
+        .await?;
+        Ok(Response::new(proto::ListTaskActivityResponse {
+            entries: page
+                .items
+                .iter()
+                .map(|a| proto::ActivityEntry {
+                    id: a.id.to_string(),
+                    actor: a.actor.clone(),
+                    action: a.action.clone(),
+                    changes: Some(json_to_struct(&a.changes)),
+                    created_at: Some(timestamp(a.created_at)),
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 }

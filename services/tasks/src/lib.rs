@@ -14,6 +14,8 @@
 //! - [`list`]: ListTasks views (list, kanban, calendar, gantt) over one selection: the AIP-160
 //!   filter and order_by fields (kit::filter), full-text search, aggregations.
 //! - [`board`]: default columns, keys; [`board::ops`] the board operations.
+//! - [`collab`]: comments (mentions), tags, entity links and activity of tasks, through
+//!   `kit::collab` (its tables are installed by kit in this schema: `Module::with_collab`).
 //! - [`checklist`]: checklists and items, and when a checklist completes.
 //! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
 //! - [`position`]: fractional ordering keys (`after`, `between`).
@@ -35,6 +37,7 @@ pub mod access;
 pub mod api;
 pub mod board;
 pub mod checklist;
+pub mod collab;
 pub mod dependency;
 pub mod error;
 pub mod events;
@@ -50,6 +53,7 @@ use trellis_kit::{Module, Service};
 
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
+use trellis_proto::trellis::tasks::v1::collab_service_server::CollabServiceServer;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskServiceServer;
 use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
@@ -67,7 +71,9 @@ pub fn module() -> Module {
                 .grpc(TaskServiceServer::new(api.clone()))
                 .grpc(BoardServiceServer::new(api.clone()))
                 .grpc(ChecklistServiceServer::new(api.clone()))
+                .grpc(CollabServiceServer::new(api.clone()))
                 .grpc(TimeServiceServer::new(api)))
         })
     })
+    .with_collab()
 }

@@ -52,6 +52,7 @@ pub fn schema() -> &'static Schema {
             .field("is_blocked", store::IS_BLOCKED_SQL, FieldType::Bool)
             .field("is_overdue", store::IS_OVERDUE_SQL, FieldType::Bool)
             .field("metadata", "t.metadata", FieldType::Map)
+            .field("tags", store::HAS_TAG_SQL, FieldType::Set)
     });
     &SCHEMA
 }
@@ -150,6 +151,8 @@ pub struct ListQuery {
     pub time_zone: String,
     /// Compute aggregations.
     pub include_aggregations: bool,
+    /// Any of these tag names (lowercase).
+    pub tags: Vec<String>,
     /// Normalised page size.
     pub page_size: u32,
     /// The caller's page token.
@@ -222,6 +225,7 @@ fn selection_of(query: &ListQuery) -> TaskSelection {
         filter: query.filter.clone(),
         search: search_of(&query.q),
         range: query.range,
+        tags: query.tags.clone(),
     }
 }
 
@@ -258,6 +262,7 @@ fn query_hash(query: &ListQuery) -> String {
         &query.order.canonical(),
         query.q.trim(),
         &range,
+        &query.tags.join(","),
     ])
 }
 
@@ -425,7 +430,8 @@ mod tests {
 
     #[test]
     fn the_schema_declares_the_spec_fields() {
-        for f in ["status", "priority", "assignee_id", "due_date", "is_blocked", "is_overdue", "metadata.team"] {
+        for f in ["status", "priority", "assignee_id", "due_date", "is_blocked", "is_overdue", "metadata.team", "tags"]
+        {
             schema().parse(&format!("{f}:*")).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
         assert!(schema().parse("colour = red").is_err());

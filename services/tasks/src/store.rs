@@ -146,6 +146,8 @@ pub struct TaskSelection {
     pub search: Option<Search>,
     /// Only tasks whose [start or due, due or start] interval meets [from, to].
     pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Only tasks carrying any of these tags (lowercase names; empty = all).
+    pub tags: Vec<String>,
 }
 
 /// A full-text query, split for the SQL (see `task::search_of`).
@@ -468,8 +470,19 @@ fn push_selection(q: &mut QueryBuilder<'_, Postgres>, selection: &TaskSelection)
         }
         q.push(")");
     }
+    if !selection.tags.is_empty() {
+        q.push(
+            " and exists (select 1 from tasks.entity_tags et join tasks.tags g on g.org_id = et.org_id \
+            and g.id = et.tag_id where et.entity_type = 'task' and et.entity_id = t.id and lower(g.name) = any(",
+        );
+        q.push_bind(selection.tags.clone()).push("))");
+    }
     selection.filter.push_and(q);
 }
+
+/// A task carries the tag named `$` (ignoring case): the `tags` field of the ListTasks filter.
+pub const HAS_TAG_SQL: &str = "exists (select 1 from tasks.entity_tags et join tasks.tags g on g.org_id = et.org_id \
+     and g.id = et.tag_id where et.entity_type = 'task' and et.entity_id = t.id and lower(g.name) = lower($))";
 
 /// A page of live tasks of a selection in `order`, at most `limit` rows.
 pub async fn tasks_page(

@@ -3,6 +3,7 @@
 
 mod boards;
 mod checklists;
+mod collab;
 mod common;
 mod dependencies;
 mod moves;
