@@ -594,6 +594,37 @@ impl TaskService for TaskApi {
         Ok(Response::new(proto::RestoreTaskResponse { task: Some(task_to_proto(&task)) }))
     }
 
+    async fn list_trashed_tasks(
+        &self,
+        request: Request<proto::ListTrashedTasksRequest>,
+    ) -> Result<Response<proto::ListTrashedTasksResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = v.optional_uuid("board_id", &r.board_id);
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must not be negative");
+            0
+        });
+        v.finish()?;
+        let (tasks, next_page_token) =
+            crate::trash::list(&self.db, self.access.as_ref(), &ctx, &self.tokens, board_id, size, &r.page_token)
+                .await?;
+        Ok(Response::new(proto::ListTrashedTasksResponse {
+            tasks: tasks.iter().map(task_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn purge_task(
+        &self,
+        request: Request<proto::PurgeTaskRequest>,
+    ) -> Result<Response<proto::PurgeTaskResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        v.finish()?;
+        let purged = crate::trash::purge(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::PurgeTaskResponse { purged_count: i32::try_from(purged).unwrap_or(i32::MAX) }))
+    }
+
     async fn add_dependency(
         &self,
         request: Request<proto::AddDependencyRequest>,

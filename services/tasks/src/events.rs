@@ -396,6 +396,24 @@ pub async fn board_changed(
     events::stage(tx, ctx, routing_key, &payload).await
 }
 
+/// Routing key of [`proto::TaskPurged`].
+pub const TASK_PURGED: &str = "tasks.task.purged";
+
+/// Stages `tasks.task.purged`.
+pub async fn task_purged(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    descendants: usize,
+) -> Result<Uuid> {
+    let payload = task_event!(TaskPurged, task, watcher_ids, {
+        delete_batch_id: id(task.delete_batch_id),
+        descendant_count: i32::try_from(descendants).unwrap_or(i32::MAX),
+    });
+    events::stage(tx, ctx, TASK_PURGED, &payload).await
+}
+
 /// Routing keys of [`proto::CommentChanged`].
 pub const COMMENT_CREATED: &str = "tasks.comment.created";
 

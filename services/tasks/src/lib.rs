@@ -20,6 +20,7 @@
 //! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
 //! - [`position`]: fractional ordering keys (`after`, `between`).
 //! - [`time`]: timers (one running per user), manual entries, reports.
+//! - [`trash`]: trashed-task lists and purges.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
 //! - [`events`]: the payloads this service publishes, staged in the outbox with the change.
@@ -46,6 +47,7 @@ pub mod position;
 pub mod store;
 pub mod task;
 pub mod time;
+pub mod trash;
 
 use std::sync::Arc;
 use trellis_kit::paging::PageTokens;

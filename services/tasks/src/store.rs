@@ -1070,6 +1070,47 @@ pub async fn trashed_task(tx: &mut Tx, task_id: Uuid) -> Result<Option<TaskRow>>
         .await?)
 }
 
+/// Trashed tasks, most recently deleted first, after (deleted_at, id) of the previous page.
+pub async fn trashed_tasks(
+    tx: &mut Tx,
+    board_id: Option<Uuid>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<TaskRow>> {
+    let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
+    q.push(" where t.deleted_at is not null");
+    if let Some(board_id) = board_id {
+        q.push(" and t.board_id = ").push_bind(board_id);
+    }
+    if let Some((at, id)) = after {
+        q.push(" and (t.deleted_at, t.id) < (").push_bind(at).push(", ").push_bind(id).push(")");
+    }
+    q.push(" order by t.deleted_at desc, t.id desc limit ").push_bind(limit);
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// A trashed task's descendants (all trashed: a live task never sits under a trashed one).
+pub async fn all_descendants(tx: &mut Tx, task_id: Uuid) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "with recursive sub(id) as (select id from tasks.tasks where parent_id = $1 \
+         union select t.id from tasks.tasks t join sub on t.parent_id = sub.id) select id from sub",
+    )
+    .bind(task_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Deletes tasks for good: their time entries stay with no task (Rule 24); checklists,
+/// dependencies and watchers cascade. One statement, so parent links are checked at its end.
+pub async fn purge_tasks(tx: &mut Tx, ids: &[Uuid]) -> Result<u64> {
+    sqlx::query("update tasks.time_entries set task_id = null where task_id = any($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    let done = sqlx::query("delete from tasks.tasks where id = any($1)").bind(ids).execute(&mut **tx).await?;
+    Ok(done.rows_affected())
+}
+
 /// Whether a task (by id) is live, and whether its board is live.
 pub async fn parent_and_board_live(tx: &mut Tx, parent_id: Option<Uuid>, board_id: Uuid) -> Result<(bool, bool)> {
     Ok(sqlx::query_as(

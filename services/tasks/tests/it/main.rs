@@ -12,4 +12,5 @@ mod rls;
 mod search;
 mod tasks;
 mod time;
+mod trash;
 mod views;
