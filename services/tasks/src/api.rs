@@ -9,6 +9,8 @@ use trellis_kit::collab::{EntityRef, TagRef};
 use trellis_kit::db::Db;
 use trellis_kit::error::Violations;
 use trellis_kit::paging::{PageTokens, page_size};
+use trellis_proto::trellis::common::v1 as common;
+use trellis_proto::trellis::common::v1::entity_service_server::EntityService;
 use trellis_proto::trellis::tasks::v1 as proto;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardService;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistService;
@@ -1418,6 +1420,118 @@ impl CollabService for TaskApi {
                 })
                 .collect(),
             next_page_token: page.next_page_token,
+        }))
+    }
+}
+
+fn summary_to_proto(s: &crate::entity::Summary, rank: f64) -> common::EntitySummary {
+    common::EntitySummary {
+        id: s.id.to_string(),
+        r#type: s.entity_type.to_string(),
+        title: s.title.clone(),
+        subtitle: s.subtitle.clone(),
+        status: s.status.clone(),
+        avatar_url: String::new(),
+        url: s.url.clone(),
+        rank,
+    }
+}
+
+/// The entity types of this module named by a request (empty = all), or a violation of `field`.
+fn entity_types(v: &mut Violations, field: &str, raw: &[String]) -> Vec<&'static str> {
+    if raw.is_empty() {
+        return vec![collab::TASK, collab::BOARD];
+    }
+    let mut types = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        match t.trim() {
+            collab::TASK => types.push(collab::TASK),
+            collab::BOARD => types.push(collab::BOARD),
+            _ => {
+                v.add(format!("{field}[{i}]"), "must be task or board");
+            }
+        }
+    }
+    types.dedup();
+    types
+}
+
+#[tonic::async_trait]
+impl EntityService for TaskApi {
+    async fn resolve(
+        &self,
+        request: Request<common::ResolveRequest>,
+    ) -> Result<Response<common::ResolveResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        v.check((1..=crate::entity::MAX_RESOLVE).contains(&r.refs.len()), "refs", "must hold 1-100 references");
+        let mut refs = Vec::with_capacity(r.refs.len());
+        for (i, entity) in r.refs.iter().enumerate() {
+            let kind = match entity.r#type.trim() {
+                collab::TASK => collab::TASK,
+                collab::BOARD => collab::BOARD,
+                _ => {
+                    v.add(format!("refs[{i}].type"), "must be task or board");
+                    continue;
+                }
+            };
+            let id = v.uuid(&format!("refs[{i}].id"), &entity.id);
+            if !refs.contains(&(kind, id)) {
+                refs.push((kind, id));
+            }
+        }
+        v.finish()?;
+        let (found, missing) = crate::entity::resolve(&self.db, self.access.as_ref(), &ctx, &refs).await?;
+        Ok(Response::new(common::ResolveResponse {
+            summaries: found.iter().map(|s| summary_to_proto(s, 0.0)).collect(),
+            missing: missing
+                .iter()
+                .map(|(kind, id)| common::EntityRef { r#type: kind.to_string(), id: id.to_string() })
+                .collect(),
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<common::SearchRequest>,
+    ) -> Result<Response<common::SearchResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let query = r.query.trim().to_string();
+        v.check((1..=200).contains(&query.chars().count()), "query", "must be 1-200 characters");
+        let (default, max) = crate::entity::SEARCH_LIMITS;
+        let limit = match r.limit {
+            0 => default,
+            n if (1..=max as i32).contains(&n) => n as u32,
+            _ => {
+                v.add("limit", "must be 1-50");
+                default
+            }
+        };
+        let types = entity_types(&mut v, "types", &r.types);
+        v.finish()?;
+        let filter = list::schema().parse(&r.filter)?;
+        let groups = crate::entity::search(&self.db, &ctx, &query, &types, limit, filter).await?;
+        Ok(Response::new(common::SearchResponse {
+            groups: groups
+                .iter()
+                .map(|(kind, items)| common::SearchGroup {
+                    r#type: kind.to_string(),
+                    // Results come best first; the rank is their position score (1.0 for the first).
+                    items: items.iter().enumerate().map(|(i, s)| summary_to_proto(s, 1.0 / (i as f64 + 1.0))).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn count(
+        &self,
+        request: Request<common::CountRequest>,
+    ) -> Result<Response<common::CountResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let types = entity_types(&mut v, "types", &r.types);
+        v.finish()?;
+        let counts = crate::entity::count(&self.db, &ctx, &types).await?;
+        Ok(Response::new(common::CountResponse {
+            counts: counts.into_iter().map(|(k, n)| (k.to_string(), n)).collect(),
         }))
     }
 }

@@ -21,6 +21,7 @@
 //! - [`position`]: fractional ordering keys (`after`, `between`).
 //! - [`time`]: timers (one running per user), manual entries, reports.
 //! - [`trash`]: trashed-task lists and purges.
+//! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
 //! - [`events`]: the payloads this service publishes, staged in the outbox with the change.
@@ -40,6 +41,7 @@ pub mod board;
 pub mod checklist;
 pub mod collab;
 pub mod dependency;
+pub mod entity;
 pub mod error;
 pub mod events;
 pub mod list;
@@ -53,6 +55,7 @@ use std::sync::Arc;
 use trellis_kit::paging::PageTokens;
 use trellis_kit::{Module, Service};
 
+use trellis_proto::trellis::common::v1::entity_service_server::EntityServiceServer;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
 use trellis_proto::trellis::tasks::v1::collab_service_server::CollabServiceServer;
@@ -74,6 +77,7 @@ pub fn module() -> Module {
                 .grpc(BoardServiceServer::new(api.clone()))
                 .grpc(ChecklistServiceServer::new(api.clone()))
                 .grpc(CollabServiceServer::new(api.clone()))
+                .grpc(EntityServiceServer::new(api.clone()))
                 .grpc(TimeServiceServer::new(api)))
         })
     })

@@ -1111,6 +1111,56 @@ pub async fn purge_tasks(tx: &mut Tx, ids: &[Uuid]) -> Result<u64> {
     Ok(done.rows_affected())
 }
 
+/// A live board's name and open top-level task count.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BoardSummaryRow {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Live open top-level tasks.
+    pub open_tasks: i64,
+}
+
+const BOARD_SUMMARY: &str = "select b.id, b.name, (select count(*) from tasks.tasks t where t.board_id = b.id \
+     and t.deleted_at is null and t.parent_id is null and t.status not in ('done', 'cancelled')) as open_tasks \
+     from tasks.boards b";
+
+/// Live boards by id (any order).
+pub async fn board_summaries(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<BoardSummaryRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(&format!("{BOARD_SUMMARY} where b.id = any($1) and b.deleted_at is null"))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// Live boards whose name contains `q` or whose key is `q` (ignoring case), key match first.
+pub async fn search_boards(tx: &mut Tx, q: &str, limit: i64) -> Result<Vec<BoardSummaryRow>> {
+    let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    Ok(sqlx::query_as(&format!(
+        "{BOARD_SUMMARY} where b.deleted_at is null and (b.name ilike $1 escape '\\' or b.key = upper($2)) \
+         order by (b.key = upper($2)) desc, lower(b.name), b.id limit $3"
+    ))
+    .bind(pattern)
+    .bind(q)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Live tasks and live boards of the organization.
+pub async fn entity_counts(tx: &mut Tx) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "select (select count(*) from tasks.tasks where deleted_at is null), \
+         (select count(*) from tasks.boards where deleted_at is null)",
+    )
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
 /// Whether a task (by id) is live, and whether its board is live.
 pub async fn parent_and_board_live(tx: &mut Tx, parent_id: Option<Uuid>, board_id: Uuid) -> Result<(bool, bool)> {
     Ok(sqlx::query_as(

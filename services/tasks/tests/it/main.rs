@@ -6,6 +6,7 @@ mod checklists;
 mod collab;
 mod common;
 mod dependencies;
+mod entities;
 mod moves;
 mod rest;
 mod rls;
