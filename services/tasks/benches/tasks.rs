@@ -156,10 +156,11 @@ async fn main() {
     let kanban_id: Uuid = kanban_board.id.parse().expect("board id");
     sqlx::query(
         "insert into tasks.tasks (id, org_id, board_id, column_id, number, title, description, status, priority, \
-         position, created_by) \
+         position, created_by, completed_at) \
          select gen_random_uuid(), $1, $2, ($3::uuid[])[1 + (n % 5)], n, 'Task ' || n, 'Bench task number ' || n, \
          (array['backlog', 'todo', 'in_progress', 'in_review', 'done'])[1 + (n % 5)], \
-         (array['low', 'medium', 'high', 'urgent'])[1 + (n % 4)], lpad(n::text, 8, '0'), $4 \
+         (array['low', 'medium', 'high', 'urgent'])[1 + (n % 4)], lpad(n::text, 8, '0'), $4, \
+         case when n % 5 = 4 then now() end \
          from generate_series(1, $5) as n",
     )
     .bind(org)
@@ -170,11 +171,6 @@ async fn main() {
     .execute(&pool)
     .await
     .expect("seeding the kanban board");
-    sqlx::query("update tasks.tasks set completed_at = now() where board_id = $1 and status = 'done'")
-        .bind(kanban_id)
-        .execute(&pool)
-        .await
-        .expect("completing done tasks");
     sqlx::query("update tasks.boards set next_task_number = $2 + 1 where id = $1")
         .bind(kanban_id)
         .bind(kanban_tasks)
