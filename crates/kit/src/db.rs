@@ -122,8 +122,29 @@ pub fn on_constraint(e: sqlx::Error, constraint: &str, err: impl FnOnce() -> Err
 
 /// Kit's own tables, installed in every service schema before the service's migrations.
 /// Forward-only; each entry is applied once and recorded in `<schema>.kit_migrations`.
-const KIT_MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "tenant functions, outbox, inbox", include_str!("../migrations/0001_kit.sql"))];
+const KIT_MIGRATIONS: &[(i32, &str, &str, Part)] = &[
+    (1, "tenant functions, outbox, inbox", include_str!("../migrations/0001_kit.sql"), Part::Core),
+    (101, "collab: comments, tags, links, activity", include_str!("../migrations/collab_0001.sql"), Part::Collab),
+];
+
+/// Which kit component a kit migration belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Core,
+    Collab,
+}
+
+/// The optional kit components whose tables a module's schema holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KitParts {
+    /// [`crate::collab`]: comments, tags, entity links, activity (`Module::with_collab`).
+    pub collab: bool,
+}
+
+/// Migrates a module: [`migrate_with`] its name, migrations and kit components.
+pub async fn migrate_module(admin_url: &str, module: &crate::Module, service_password: &str) -> anyhow::Result<()> {
+    migrate_with(admin_url, module.name, service_password, Some(module.migrator), module.kit_parts).await
+}
 
 /// Creates the service role and schema, applies kit's tables and the service's migrations, and
 /// grants the role DML on the schema. Safe to run concurrently (advisory lock) and repeatedly.
@@ -133,6 +154,18 @@ pub async fn migrate(
     service_password: &str,
     migrator: Option<&Migrator>,
 ) -> anyhow::Result<()> {
+    migrate_with(admin_url, service, service_password, migrator, KitParts::default()).await
+}
+
+/// [`migrate`] with kit's optional components: their tables are installed (once, before the
+/// service's migrations) when `parts` asks for them.
+pub async fn migrate_with(
+    admin_url: &str,
+    service: &str,
+    service_password: &str,
+    migrator: Option<&Migrator>,
+    parts: KitParts,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         service.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
         "service names are lowercase identifiers, got {service:?}"
@@ -140,7 +173,7 @@ pub async fn migrate(
     let mut conn = PgConnection::connect(admin_url).await?;
     // One migrator at a time per cluster: roles are cluster-wide.
     conn.execute("select pg_advisory_lock(7355608)").await?;
-    let result = migrate_locked(&mut conn, service, service_password, migrator).await;
+    let result = migrate_locked(&mut conn, service, service_password, migrator, parts).await;
     let _ = conn.execute("select pg_advisory_unlock(7355608)").await;
     result
 }
@@ -150,6 +183,7 @@ async fn migrate_locked(
     service: &str,
     password: &str,
     migrator: Option<&Migrator>,
+    parts: KitParts,
 ) -> anyhow::Result<()> {
     let role = service_role(service);
     // Identifiers cannot be bound; `service` is checked to be [a-z_]+ above. The password is a
@@ -191,7 +225,10 @@ async fn migrate_locked(
             version int primary key, description text not null, applied_at timestamptz not null default now())",
     )
     .await?;
-    for (version, description, sql) in KIT_MIGRATIONS {
+    for (version, description, sql, part) in KIT_MIGRATIONS {
+        if *part == Part::Collab && !parts.collab {
+            continue;
+        }
         let done: bool = sqlx::query_scalar("select exists(select 1 from kit_migrations where version = $1)")
             .bind(version)
             .fetch_one(&mut *conn)

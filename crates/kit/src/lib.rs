@@ -8,11 +8,14 @@
 //! - [`auth`]: EdDSA access-token verification against identity's JWKS.
 //! - [`authz`]: the permissions client (check, check_bulk, lookup_resources, touch/delete) and
 //!   schema registration with retry.
+//! - [`collab`]: comments, tags, entity links and activity on a module's own entities (tables
+//!   installed in its schema with `Module::with_collab`).
 //! - [`context`]: [`RequestContext`], who is calling for which organization.
 //! - [`error`]: [`Error`], one type mapped to `tonic::Status` with ErrorInfo/BadRequest/RetryInfo.
 //! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
 //! - [`org_relationships`]: the relationships implied by identity's memberships and teams, shared
 //!   by identity (direct write after commit) and permissions (its consumer of identity's events).
+//! - [`filter`]: AIP-160 `filter` and `order_by` over declared fields, into bound SQL.
 //! - [`paging`]: opaque, tamper-evident page tokens.
 //! - [`ratelimit`]: fixed-window rate limits counted in Redis (RATE_LIMITED with RetryInfo).
 //! - [`module`] and [`grpc`]: what a service crate exports, and how it is served.
@@ -23,12 +26,14 @@
 
 pub mod auth;
 pub mod authz;
+pub mod collab;
 pub mod config;
 pub mod context;
 pub mod db;
 pub mod descriptors;
 pub mod error;
 pub mod events;
+pub mod filter;
 pub mod grpc;
 pub mod module;
 pub mod org_relationships;

@@ -35,6 +35,8 @@ pub struct Module {
     /// The API-key scope resources the module's methods declare (`tasks`, ...), as
     /// `(resource, description)`; registered with identity at start-up (spec rule 13).
     pub scope_resources: &'static [(&'static str, &'static str)],
+    /// Kit components whose tables live in the module's schema (see [`crate::db::KitParts`]).
+    pub kit_parts: crate::db::KitParts,
     start: Box<dyn FnOnce(Runtime) -> StartFuture + Send>,
 }
 
@@ -51,7 +53,14 @@ impl Module {
         migrator: &'static Migrator,
         start: impl FnOnce(Runtime) -> StartFuture + Send + 'static,
     ) -> Self {
-        Self { name, migrator, schema: None, scope_resources: &[], start: Box::new(start) }
+        Self {
+            name,
+            migrator,
+            schema: None,
+            scope_resources: &[],
+            kit_parts: crate::db::KitParts::default(),
+            start: Box::new(start),
+        }
     }
 
     /// Declares the module's `schema.zed` (`include_str!("../schema.zed")`).
@@ -63,6 +72,13 @@ impl Module {
     /// Declares the module's API-key scope resources (`&[("tasks", "Boards and tasks")]`).
     pub fn with_scope_resources(mut self, resources: &'static [(&'static str, &'static str)]) -> Self {
         self.scope_resources = resources;
+        self
+    }
+
+    /// Mounts [`crate::collab`]: kit installs the comments, tags, entity links and activity
+    /// tables in the module's schema before its own migrations.
+    pub fn with_collab(mut self) -> Self {
+        self.kit_parts.collab = true;
         self
     }
 

@@ -217,7 +217,7 @@ impl TestCell {
     /// Migrates and starts `modules` with a prepared configuration.
     pub async fn start_with(mut config: Config, modules: Vec<Module>) -> TestCell {
         for module in &modules {
-            crate::db::migrate(&config.database_url, module.name, &config.service_db_password, Some(module.migrator))
+            crate::db::migrate_module(&config.database_url, module, &config.service_db_password)
                 .await
                 .unwrap_or_else(|e| panic!("migrating {}: {e:#}", module.name));
         }

@@ -99,13 +99,7 @@ async fn main() -> anyhow::Result<()> {
             };
             for name in names {
                 let module = trellis::module(&name).ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?;
-                trellis_kit::db::migrate(
-                    &config.database_url,
-                    module.name,
-                    &config.service_db_password,
-                    Some(module.migrator),
-                )
-                .await?;
+                trellis_kit::db::migrate_module(&config.database_url, &module, &config.service_db_password).await?;
                 tracing::info!(service = %name, "migrated");
             }
             Ok(())

@@ -47,6 +47,8 @@ pub trait Access: Send + Sync + Debug {
     async fn board(&self, ctx: &RequestContext, board_id: Uuid, permission: BoardPermission) -> Result<()>;
     /// A task permission of the caller; NOT_FOUND when the caller cannot view the task.
     async fn task(&self, ctx: &RequestContext, task_id: Uuid, permission: TaskPermission) -> Result<()>;
+    /// `organization#administer` (PurgeTask, PurgeBoard).
+    async fn administer(&self, ctx: &RequestContext) -> Result<()>;
     /// Whether `user_id` may view the board (assignees and watchers, `ASSIGNEE_NO_ACCESS`).
     async fn user_can_view_board(&self, ctx: &RequestContext, user_id: Uuid, board_id: Uuid) -> Result<bool>;
 }
@@ -84,6 +86,15 @@ impl Access for OrgMembership {
         match permission {
             TaskPermission::View => ctx.org_id().map(|_| ()),
             _ => Self::may_write(ctx),
+        }
+    }
+
+    async fn administer(&self, ctx: &RequestContext) -> Result<()> {
+        ctx.org_id()?;
+        if ["owner", "admin"].iter().any(|r| ctx.has_role(r)) {
+            Ok(())
+        } else {
+            Err(Error::permission_denied("PERMISSION_DENIED", "Only organization owners and admins may do this"))
         }
     }
 

@@ -5,21 +5,27 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status as GrpcStatus};
 use trellis_kit::RequestContext;
+use trellis_kit::collab::{EntityRef, TagRef};
 use trellis_kit::db::Db;
 use trellis_kit::error::Violations;
 use trellis_kit::paging::{PageTokens, page_size};
+use trellis_proto::trellis::common::v1 as common;
+use trellis_proto::trellis::common::v1::entity_service_server::EntityService;
 use trellis_proto::trellis::tasks::v1 as proto;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardService;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistService;
+use trellis_proto::trellis::tasks::v1::collab_service_server::CollabService;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskService;
 use trellis_proto::trellis::tasks::v1::time_service_server::TimeService;
 
 use crate::access::Access;
 use crate::board::ops::{self as boards, BoardChanges, BoardView, ColumnSpec, NewBoard};
+use crate::collab;
 use crate::dependency::{self, DependencyType};
+use crate::list::{self, ListQuery, Listing, View};
 use crate::store::{DependencyRow, TaskRow, WatcherRow};
 use crate::task::change::{self, Placement, TaskChanges};
-use crate::task::{self, DESCRIPTION_MAX, ListQuery, NOTE_MAX, NewTask, Priority, Status, TITLE_MAX};
+use crate::task::{self, DESCRIPTION_MAX, NOTE_MAX, NewTask, Priority, Status, TITLE_MAX};
 
 /// Resolution notes limit, in characters.
 const RESOLUTION_MAX: usize = 5_000;
@@ -37,6 +43,12 @@ impl TaskApi {
     pub fn new(db: Db, tokens: PageTokens, access: Arc<dyn Access>) -> Self {
         Self { db, tokens: Arc::new(tokens), access }
     }
+}
+
+/// The caller, the message and an empty violation list: how every handler starts.
+fn parts<T>(request: Request<T>) -> Result<(RequestContext, T, Violations), GrpcStatus> {
+    let ctx = RequestContext::from_request(&request)?.clone();
+    Ok((ctx, request.into_inner(), Violations::default()))
 }
 
 fn from_timestamp(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -208,6 +220,63 @@ pub fn task_to_proto(t: &TaskRow) -> proto::Task {
     }
 }
 
+fn count(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn listing_to_proto(l: &Listing) -> proto::ListTasksResponse {
+    let counts = |rows: &[(String, i64)]| rows.iter().map(|(k, n)| (k.clone(), count(*n))).collect();
+    proto::ListTasksResponse {
+        tasks: l.tasks.iter().map(task_to_proto).collect(),
+        next_page_token: l.next_page_token.clone(),
+        total_size: count(l.total_size),
+        groups: l
+            .groups
+            .iter()
+            .map(|g| proto::KanbanGroup {
+                column: Some(column_to_proto(&g.column)),
+                tasks: g.tasks.iter().map(task_to_proto).collect(),
+                total_size: count(g.total_size),
+                over_wip_limit: g.over_wip_limit,
+            })
+            .collect(),
+        truncated: l.truncated,
+        aggregations: l.aggregations.as_ref().map(|a| proto::TaskAggregations {
+            by_status: counts(&a.by_status),
+            by_priority: counts(&a.by_priority),
+            overdue_count: count(a.overdue_count),
+            due_this_week: count(a.due_this_week),
+            completed_this_week: count(a.completed_this_week),
+        }),
+        dependencies: l
+            .dependencies
+            .iter()
+            .map(|d| proto::GanttDependency {
+                id: d.row.id.to_string(),
+                task_id: d.row.task_id.to_string(),
+                depends_on_id: d.row.depends_on_id.to_string(),
+                r#type: dependency_type_to_proto(&d.row.kind),
+                lag_days: d.row.lag_days,
+                violated: d.violated,
+            })
+            .collect(),
+        external_blockers: l
+            .external_blockers
+            .iter()
+            .map(|b| proto::TaskSummary {
+                id: b.depends_on_id.to_string(),
+                key: crate::board::task_key(&b.board_key, b.number),
+                title: b.title.clone(),
+                status: Status::parse(&b.status).map_or(0, |s| s.to_proto() as i32),
+                board_id: b.board_id.to_string(),
+                start_date: b.start_date.map(timestamp),
+                due_date: b.due_date.map(timestamp),
+            })
+            .collect(),
+        unscheduled: l.unscheduled.iter().map(task_to_proto).collect(),
+    }
+}
+
 fn watcher_to_proto(w: &WatcherRow) -> proto::Watcher {
     let reason = match w.reason.as_str() {
         "manual" => proto::WatchReason::Manual,
@@ -226,9 +295,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::CreateTaskRequest>,
     ) -> Result<Response<proto::CreateTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
         let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
         let board_id = v.optional_uuid("board_id", &r.board_id);
@@ -252,9 +319,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::GetTaskRequest>,
     ) -> Result<Response<proto::GetTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let detail = task::get(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::GetTaskResponse {
@@ -267,9 +333,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::ListTasksRequest>,
     ) -> Result<Response<proto::ListTasksResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let size = page_size(r.page_size).unwrap_or_else(|_| {
             v.add("page_size", "must not be negative");
             0
@@ -279,7 +343,6 @@ impl TaskService for TaskApi {
             "me" => Some(ctx.user_id()?),
             raw => v.optional_uuid("assignee_id", raw),
         };
-        v.finish()?;
         let statuses: Vec<Status> = r
             .status
             .iter()
@@ -304,62 +367,78 @@ impl TaskService for TaskApi {
             })
             .collect();
         let parent_id = v.optional_uuid("parent_id", &r.parent_id);
-        let kanban = match r.view.trim() {
-            "" | "list" => false,
-            "kanban" => true,
-            _ => {
-                v.add("view", "must be list or kanban");
-                false
+        let view = View::parse(&r.view).unwrap_or_else(|| {
+            v.add("view", "must be list, kanban, calendar or gantt");
+            View::List
+        });
+        let from = r.from.as_ref().and_then(from_timestamp);
+        let to = r.to.as_ref().and_then(from_timestamp);
+        let range = match (from, to) {
+            (None, None) => None,
+            (Some(from), Some(to)) if to <= from => {
+                v.add("to", "must be after from");
+                None
+            }
+            (Some(from), Some(to)) if view == View::Calendar && (to - from).num_days() > list::CALENDAR_MAX_DAYS => {
+                v.add("to", "must be at most 93 days after from in the calendar view");
+                None
+            }
+            (Some(from), Some(to)) => Some((from, to)),
+            (None, Some(_)) => {
+                v.add("from", "is required with to");
+                None
+            }
+            (Some(_), None) => {
+                v.add("to", "is required with from");
+                None
             }
         };
+        let time_zone = match r.time_zone.trim() {
+            "" => "UTC".to_string(),
+            tz => tz.to_string(),
+        };
+        v.check(r.q.chars().count() <= 500, "q", "must be at most 500 characters");
+        let mut tags: Vec<String> = r
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        v.check(tags.len() <= 50, "tags", "at most 50 names");
         v.finish()?;
+        let filter = list::schema().parse(&r.filter)?;
+        let order = list::schema().order_by(&r.order_by, list::default_order(board_id))?;
         let query = ListQuery {
+            view,
             board_id,
             assignee_id,
             statuses,
             priorities,
             parent_id,
             include_subtasks: r.include_subtasks,
+            include_closed: r.include_closed.unwrap_or(true),
+            filter,
+            order,
+            q: r.q,
+            range,
+            time_zone,
+            include_aggregations: r.include_aggregations,
+            tags,
             page_size: size,
             page_token: r.page_token,
         };
-        if kanban {
-            let groups = task::kanban(&self.db, self.access.as_ref(), &ctx, query).await?;
-            let total: i64 = groups.iter().map(|g| g.total_size).sum();
-            return Ok(Response::new(proto::ListTasksResponse {
-                tasks: Vec::new(),
-                next_page_token: String::new(),
-                total_size: i32::try_from(total).unwrap_or(i32::MAX),
-                groups: groups
-                    .iter()
-                    .map(|g| proto::KanbanGroup {
-                        column: Some(column_to_proto(&g.column)),
-                        tasks: g.tasks.iter().map(task_to_proto).collect(),
-                        total_size: i32::try_from(g.total_size).unwrap_or(i32::MAX),
-                        over_wip_limit: g.over_wip_limit,
-                    })
-                    .collect(),
-            }));
-        }
-        if let Some(board_id) = query.board_id {
-            self.access.board(&ctx, board_id, crate::access::BoardPermission::View).await?;
-        }
-        let page = task::list(&self.db, &ctx, &self.tokens, query).await?;
-        Ok(Response::new(proto::ListTasksResponse {
-            tasks: page.tasks.iter().map(task_to_proto).collect(),
-            next_page_token: page.next_page_token,
-            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
-            groups: Vec::new(),
-        }))
+        let listing = list::list(&self.db, self.access.as_ref(), &ctx, &self.tokens, query).await?;
+        Ok(Response::new(listing_to_proto(&listing)))
     }
 
     async fn assign_task(
         &self,
         request: Request<proto::AssignTaskRequest>,
     ) -> Result<Response<proto::AssignTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let assignee_id = v.optional_uuid("assignee_id", &r.assignee_id);
         let note = task::clean_text(&mut v, "note", &r.note, 0, NOTE_MAX);
@@ -372,9 +451,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::CreateSubtaskRequest>,
     ) -> Result<Response<proto::CreateSubtaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let parent_id = v.uuid("task_id", &r.task_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, TITLE_MAX);
         let description = task::clean_text(&mut v, "description", &r.description, 0, DESCRIPTION_MAX);
@@ -407,9 +484,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::UpdateTaskRequest>,
     ) -> Result<Response<proto::UpdateTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let paths = mask_paths(r.update_mask.as_ref());
         if paths.is_empty() {
@@ -461,9 +536,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::MoveTaskRequest>,
     ) -> Result<Response<proto::MoveTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let placement = Placement {
             column_id: v.optional_uuid("column_id", &r.column_id),
@@ -490,9 +563,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::CompleteTaskRequest>,
     ) -> Result<Response<proto::CompleteTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let notes = task::clean_text(&mut v, "resolution_notes", &r.resolution_notes, 0, RESOLUTION_MAX);
         v.finish()?;
@@ -507,9 +578,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::DeleteTaskRequest>,
     ) -> Result<Response<proto::DeleteTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let task = change::delete(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::DeleteTaskResponse { task: Some(task_to_proto(&task)) }))
@@ -519,21 +589,49 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::RestoreTaskRequest>,
     ) -> Result<Response<proto::RestoreTaskResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let task = change::restore(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::RestoreTaskResponse { task: Some(task_to_proto(&task)) }))
+    }
+
+    async fn list_trashed_tasks(
+        &self,
+        request: Request<proto::ListTrashedTasksRequest>,
+    ) -> Result<Response<proto::ListTrashedTasksResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = v.optional_uuid("board_id", &r.board_id);
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must not be negative");
+            0
+        });
+        v.finish()?;
+        let (tasks, next_page_token) =
+            crate::trash::list(&self.db, self.access.as_ref(), &ctx, &self.tokens, board_id, size, &r.page_token)
+                .await?;
+        Ok(Response::new(proto::ListTrashedTasksResponse {
+            tasks: tasks.iter().map(task_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn purge_task(
+        &self,
+        request: Request<proto::PurgeTaskRequest>,
+    ) -> Result<Response<proto::PurgeTaskResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        v.finish()?;
+        let purged = crate::trash::purge(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::PurgeTaskResponse { purged_count: i32::try_from(purged).unwrap_or(i32::MAX) }))
     }
 
     async fn add_dependency(
         &self,
         request: Request<proto::AddDependencyRequest>,
     ) -> Result<Response<proto::AddDependencyResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let depends_on_id = v.uuid("depends_on_id", &r.depends_on_id);
         let kind = match proto::DependencyType::try_from(r.r#type) {
@@ -563,9 +661,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::RemoveDependencyRequest>,
     ) -> Result<Response<proto::RemoveDependencyResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let dependency_id = v.uuid("dependency_id", &r.dependency_id);
         v.finish()?;
@@ -577,9 +673,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::AddWatcherRequest>,
     ) -> Result<Response<proto::AddWatcherResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let user_id = v.optional_uuid("user_id", &r.user_id);
         v.finish()?;
@@ -595,9 +689,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::RemoveWatcherRequest>,
     ) -> Result<Response<proto::RemoveWatcherResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let user_id = v.uuid("user_id", &r.user_id);
         v.finish()?;
@@ -609,9 +701,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::ListDependenciesRequest>,
     ) -> Result<Response<proto::ListDependenciesResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let (blockers, dependents) = dependency::ops::list(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::ListDependenciesResponse {
@@ -631,9 +722,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::CreateBoardRequest>,
     ) -> Result<Response<proto::CreateBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let name = task::clean_text(&mut v, "name", &r.name, 1, 200);
         let key = r.key.trim().to_string();
         v.check(boards::valid_key(&key), "key", "must match ^[A-Z][A-Z0-9]{1,9}$");
@@ -672,9 +761,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::ListBoardsRequest>,
     ) -> Result<Response<proto::ListBoardsResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let size = page_size(r.page_size).unwrap_or_else(|_| {
             v.add("page_size", "must be 0-100");
             0
@@ -693,9 +780,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::GetBoardRequest>,
     ) -> Result<Response<proto::GetBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::get(&self.db, self.access.as_ref(), &ctx, board_id).await?;
         Ok(Response::new(proto::GetBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -705,9 +791,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::UpdateBoardRequest>,
     ) -> Result<Response<proto::UpdateBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let board_id = board_id_of(&mut v, &r.board_id);
         let paths = mask_paths(r.update_mask.as_ref());
         if paths.is_empty() {
@@ -750,9 +834,7 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::ConfigureColumnsRequest>,
     ) -> Result<Response<proto::ConfigureColumnsResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let board_id = board_id_of(&mut v, &r.board_id);
         let columns = column_specs(&mut v, "columns", &r.columns);
         let removed: Vec<(uuid::Uuid, uuid::Uuid)> = r
@@ -775,9 +857,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::ArchiveBoardRequest>,
     ) -> Result<Response<proto::ArchiveBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::set_archived(&self.db, self.access.as_ref(), &ctx, board_id, true).await?;
         Ok(Response::new(proto::ArchiveBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -787,9 +868,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::UnarchiveBoardRequest>,
     ) -> Result<Response<proto::UnarchiveBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::set_archived(&self.db, self.access.as_ref(), &ctx, board_id, false).await?;
         Ok(Response::new(proto::UnarchiveBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -799,9 +879,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::DeleteBoardRequest>,
     ) -> Result<Response<proto::DeleteBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::delete(&self.db, self.access.as_ref(), &ctx, board_id).await?;
         Ok(Response::new(proto::DeleteBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -811,9 +890,8 @@ impl BoardService for TaskApi {
         &self,
         request: Request<proto::RestoreBoardRequest>,
     ) -> Result<Response<proto::RestoreBoardResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let board_id = board_id_of(&mut v, &request.get_ref().board_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
         v.finish()?;
         let view = boards::restore(&self.db, self.access.as_ref(), &ctx, board_id).await?;
         Ok(Response::new(proto::RestoreBoardResponse { board: Some(board_to_proto(&view)) }))
@@ -848,9 +926,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::CreateChecklistRequest>,
     ) -> Result<Response<proto::CreateChecklistResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, 200);
         if r.items.len() > crate::checklist::MAX_ITEMS {
@@ -871,9 +947,8 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::DeleteChecklistRequest>,
     ) -> Result<Response<proto::DeleteChecklistResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let checklist_id = v.uuid("checklist_id", &request.get_ref().checklist_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         v.finish()?;
         crate::checklist::delete(&self.db, self.access.as_ref(), &ctx, checklist_id).await?;
         Ok(Response::new(proto::DeleteChecklistResponse {}))
@@ -883,9 +958,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::CreateChecklistItemRequest>,
     ) -> Result<Response<proto::CreateChecklistItemResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         let title = task::clean_text(&mut v, "title", &r.title, 1, 500);
         v.finish()?;
@@ -897,9 +970,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::UpdateChecklistItemRequest>,
     ) -> Result<Response<proto::UpdateChecklistItemResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         let item_id = v.uuid("item_id", &r.item_id);
         let (mut title, mut done) = (None, None);
@@ -928,9 +999,7 @@ impl ChecklistService for TaskApi {
         &self,
         request: Request<proto::DeleteChecklistItemRequest>,
     ) -> Result<Response<proto::DeleteChecklistItemResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let checklist_id = v.uuid("checklist_id", &r.checklist_id);
         let item_id = v.uuid("item_id", &r.item_id);
         v.finish()?;
@@ -961,9 +1030,7 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::StartTimerRequest>,
     ) -> Result<Response<proto::StartTimerResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
         v.finish()?;
@@ -980,9 +1047,8 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::StopTimerRequest>,
     ) -> Result<Response<proto::StopTimerResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let mut v = Violations::default();
-        let task_id = v.uuid("task_id", &request.get_ref().task_id);
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
         v.finish()?;
         let entry = crate::time::stop(&self.db, self.access.as_ref(), &ctx, task_id).await?;
         Ok(Response::new(proto::StopTimerResponse { entry: Some(entry_to_proto(&entry)) }))
@@ -1001,9 +1067,7 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::CreateTimeEntryRequest>,
     ) -> Result<Response<proto::CreateTimeEntryResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let task_id = v.optional_uuid("task_id", &r.task_id);
         let description = task::clean_text(&mut v, "description", &r.description, 0, 2_000);
         let started_at = r.started_at.as_ref().and_then(from_timestamp);
@@ -1039,9 +1103,7 @@ impl TimeService for TaskApi {
         &self,
         request: Request<proto::GetTimeReportRequest>,
     ) -> Result<Response<proto::GetTimeReportResponse>, GrpcStatus> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        let r = request.into_inner();
-        let mut v = Violations::default();
+        let (ctx, r, mut v) = parts(request)?;
         let from = r.from.as_ref().and_then(from_timestamp);
         let to = r.to.as_ref().and_then(from_timestamp);
         if from.is_none() {
@@ -1088,6 +1150,388 @@ impl TimeService for TaskApi {
             billable_seconds: groups.iter().map(|g| g.billable_seconds).sum(),
             entry_count: groups.iter().map(|g| g.entry_count).sum(),
             groups,
+        }))
+    }
+}
+
+fn comment_to_proto(c: &trellis_kit::collab::Comment) -> proto::Comment {
+    proto::Comment {
+        id: c.id.to_string(),
+        task_id: c.entity_id.to_string(),
+        author_id: id_string(c.author_id),
+        body: c.body.clone(),
+        parent_id: id_string(c.parent_id),
+        mentioned_user_ids: c.mentions.iter().map(ToString::to_string).collect(),
+        edited_at: c.edited_at.map(timestamp),
+        deleted: c.deleted_at.is_some(),
+        created_at: Some(timestamp(c.created_at)),
+    }
+}
+
+fn tag_to_proto(t: &trellis_kit::collab::Tag) -> proto::Tag {
+    proto::Tag {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        color: t.color.clone().unwrap_or_default(),
+        category: t.category.clone().unwrap_or_default(),
+    }
+}
+
+fn entity_ref(entity_type: &str, id: uuid::Uuid) -> trellis_proto::trellis::common::v1::EntityRef {
+    trellis_proto::trellis::common::v1::EntityRef { r#type: entity_type.to_string(), id: id.to_string() }
+}
+
+fn link_to_proto(l: &trellis_kit::collab::Link) -> proto::EntityLink {
+    proto::EntityLink {
+        id: l.id.to_string(),
+        source: Some(entity_ref(&l.source_type, l.source_id)),
+        target: Some(entity_ref(&l.target_type, l.target_id)),
+        relationship: l.relationship.clone(),
+        mirrored: l.mirrored,
+        created_at: Some(timestamp(l.created_at)),
+    }
+}
+
+fn json_to_struct(value: &serde_json::Value) -> prost_types::Struct {
+    fn convert(value: &serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+            serde_json::Value::Array(items) => {
+                Kind::ListValue(prost_types::ListValue { values: items.iter().map(convert).collect() })
+            }
+            serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(value)),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let fields = match value {
+        serde_json::Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), convert(v))).collect(),
+        _ => Default::default(),
+    };
+    prost_types::Struct { fields }
+}
+
+fn comment_body(v: &mut Violations, raw: &str) -> String {
+    task::clean_text(v, "body", raw, 1, trellis_kit::collab::COMMENT_MAX)
+}
+
+#[tonic::async_trait]
+impl CollabService for TaskApi {
+    async fn create_comment(
+        &self,
+        request: Request<proto::CreateCommentRequest>,
+    ) -> Result<Response<proto::CreateCommentResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let body = comment_body(&mut v, &r.body);
+        let parent_id = v.optional_uuid("parent_id", &r.parent_id);
+        v.finish()?;
+        let comment = collab::create_comment(&self.db, self.access.as_ref(), &ctx, task_id, &body, parent_id).await?;
+        Ok(Response::new(proto::CreateCommentResponse { comment: Some(comment_to_proto(&comment)) }))
+    }
+
+    async fn list_comments(
+        &self,
+        request: Request<proto::ListCommentsRequest>,
+    ) -> Result<Response<proto::ListCommentsResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must not be negative");
+            0
+        });
+        v.finish()?;
+        let page = collab::list_comments(
+            &self.db,
+            self.access.as_ref(),
+            &ctx,
+            &self.tokens,
+            task_id,
+            &r.q,
+            collab::PageRequest { size, token: &r.page_token },
+        )
+        .await?;
+        Ok(Response::new(proto::ListCommentsResponse {
+            comments: page.items.iter().map(comment_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_comment(
+        &self,
+        request: Request<proto::UpdateCommentRequest>,
+    ) -> Result<Response<proto::UpdateCommentResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let comment_id = v.uuid("comment_id", &r.comment_id);
+        let body = comment_body(&mut v, &r.body);
+        v.finish()?;
+        let comment = collab::update_comment(&self.db, self.access.as_ref(), &ctx, task_id, comment_id, &body).await?;
+        Ok(Response::new(proto::UpdateCommentResponse { comment: Some(comment_to_proto(&comment)) }))
+    }
+
+    async fn delete_comment(
+        &self,
+        request: Request<proto::DeleteCommentRequest>,
+    ) -> Result<Response<proto::DeleteCommentResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let comment_id = v.uuid("comment_id", &r.comment_id);
+        v.finish()?;
+        collab::delete_comment(&self.db, self.access.as_ref(), &ctx, task_id, comment_id).await?;
+        Ok(Response::new(proto::DeleteCommentResponse {}))
+    }
+
+    async fn create_tag(
+        &self,
+        request: Request<proto::CreateTagRequest>,
+    ) -> Result<Response<proto::CreateTagResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let name = trellis_kit::collab::tag_name(&mut v, "name", &r.name);
+        let color = Some(r.color.trim()).filter(|c| !c.is_empty());
+        v.check(color.is_none_or(crate::board::ops::valid_color), "color", "must be #RRGGBB");
+        let category = Some(r.category.trim()).filter(|c| !c.is_empty());
+        v.check(category.is_none_or(|c| c.chars().count() <= 50), "category", "must be at most 50 characters");
+        v.finish()?;
+        let tag = collab::create_tag(&self.db, self.access.as_ref(), &ctx, &name, color, category).await?;
+        Ok(Response::new(proto::CreateTagResponse { tag: Some(tag_to_proto(&tag)) }))
+    }
+
+    async fn list_tags(
+        &self,
+        request: Request<proto::ListTagsRequest>,
+    ) -> Result<Response<proto::ListTagsResponse>, GrpcStatus> {
+        let (ctx, _, _) = parts(request)?;
+        let tags = collab::tags(&self.db, &ctx).await?;
+        Ok(Response::new(proto::ListTagsResponse { tags: tags.iter().map(tag_to_proto).collect() }))
+    }
+
+    async fn delete_tag(
+        &self,
+        request: Request<proto::DeleteTagRequest>,
+    ) -> Result<Response<proto::DeleteTagResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let tag_id = v.uuid("tag_id", &r.tag_id);
+        v.finish()?;
+        collab::delete_tag(&self.db, self.access.as_ref(), &ctx, tag_id).await?;
+        Ok(Response::new(proto::DeleteTagResponse {}))
+    }
+
+    async fn tag_task(
+        &self,
+        request: Request<proto::TagTaskRequest>,
+    ) -> Result<Response<proto::TagTaskResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let tag = match v.optional_uuid("tag_id", &r.tag_id) {
+            Some(id) => TagRef::Id(id),
+            None => TagRef::Name(trellis_kit::collab::tag_name(&mut v, "name", &r.name)),
+        };
+        v.finish()?;
+        let tags = collab::tag_task(&self.db, self.access.as_ref(), &ctx, task_id, tag).await?;
+        Ok(Response::new(proto::TagTaskResponse { tags: tags.iter().map(tag_to_proto).collect() }))
+    }
+
+    async fn untag_task(
+        &self,
+        request: Request<proto::UntagTaskRequest>,
+    ) -> Result<Response<proto::UntagTaskResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let tag_id = v.uuid("tag_id", &r.tag_id);
+        v.finish()?;
+        let tags = collab::untag_task(&self.db, self.access.as_ref(), &ctx, task_id, tag_id).await?;
+        Ok(Response::new(proto::UntagTaskResponse { tags: tags.iter().map(tag_to_proto).collect() }))
+    }
+
+    async fn create_link(
+        &self,
+        request: Request<proto::CreateLinkRequest>,
+    ) -> Result<Response<proto::CreateLinkResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let target = r.target.unwrap_or_default();
+        let target_type = target.r#type.trim().to_string();
+        v.check(!target_type.is_empty(), "target.type", "is required");
+        let target_id = v.uuid("target.id", &target.id);
+        let relationship = trellis_kit::collab::relationship(&mut v, &r.relationship);
+        v.finish()?;
+        let target = EntityRef::new(target_type, target_id);
+        let link = collab::create_link(&self.db, self.access.as_ref(), &ctx, task_id, target, &relationship).await?;
+        Ok(Response::new(proto::CreateLinkResponse { link: Some(link_to_proto(&link)) }))
+    }
+
+    async fn list_links(
+        &self,
+        request: Request<proto::ListLinksRequest>,
+    ) -> Result<Response<proto::ListLinksResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        v.finish()?;
+        let links = collab::links(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::ListLinksResponse { links: links.iter().map(link_to_proto).collect() }))
+    }
+
+    async fn delete_link(
+        &self,
+        request: Request<proto::DeleteLinkRequest>,
+    ) -> Result<Response<proto::DeleteLinkResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let link_id = v.uuid("link_id", &r.link_id);
+        v.finish()?;
+        collab::delete_link(&self.db, self.access.as_ref(), &ctx, task_id, link_id).await?;
+        Ok(Response::new(proto::DeleteLinkResponse {}))
+    }
+
+    async fn list_task_activity(
+        &self,
+        request: Request<proto::ListTaskActivityRequest>,
+    ) -> Result<Response<proto::ListTaskActivityResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must not be negative");
+            0
+        });
+        v.finish()?;
+        let page = collab::activity(
+            &self.db,
+            self.access.as_ref(),
+            &ctx,
+            &self.tokens,
+            task_id,
+            collab::PageRequest { size, token: &r.page_token },
+        )
+        .await?;
+        Ok(Response::new(proto::ListTaskActivityResponse {
+            entries: page
+                .items
+                .iter()
+                .map(|a| proto::ActivityEntry {
+                    id: a.id.to_string(),
+                    actor: a.actor.clone(),
+                    action: a.action.clone(),
+                    changes: Some(json_to_struct(&a.changes)),
+                    created_at: Some(timestamp(a.created_at)),
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}
+
+fn summary_to_proto(s: &crate::entity::Summary, rank: f64) -> common::EntitySummary {
+    common::EntitySummary {
+        id: s.id.to_string(),
+        r#type: s.entity_type.to_string(),
+        title: s.title.clone(),
+        subtitle: s.subtitle.clone(),
+        status: s.status.clone(),
+        avatar_url: String::new(),
+        url: s.url.clone(),
+        rank,
+    }
+}
+
+/// The entity types of this module named by a request (empty = all), or a violation of `field`.
+fn entity_types(v: &mut Violations, field: &str, raw: &[String]) -> Vec<&'static str> {
+    if raw.is_empty() {
+        return vec![collab::TASK, collab::BOARD];
+    }
+    let mut types = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        match t.trim() {
+            collab::TASK => types.push(collab::TASK),
+            collab::BOARD => types.push(collab::BOARD),
+            _ => {
+                v.add(format!("{field}[{i}]"), "must be task or board");
+            }
+        }
+    }
+    types.dedup();
+    types
+}
+
+#[tonic::async_trait]
+impl EntityService for TaskApi {
+    async fn resolve(
+        &self,
+        request: Request<common::ResolveRequest>,
+    ) -> Result<Response<common::ResolveResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        v.check((1..=crate::entity::MAX_RESOLVE).contains(&r.refs.len()), "refs", "must hold 1-100 references");
+        let mut refs = Vec::with_capacity(r.refs.len());
+        for (i, entity) in r.refs.iter().enumerate() {
+            let kind = match entity.r#type.trim() {
+                collab::TASK => collab::TASK,
+                collab::BOARD => collab::BOARD,
+                _ => {
+                    v.add(format!("refs[{i}].type"), "must be task or board");
+                    continue;
+                }
+            };
+            let id = v.uuid(&format!("refs[{i}].id"), &entity.id);
+            if !refs.contains(&(kind, id)) {
+                refs.push((kind, id));
+            }
+        }
+        v.finish()?;
+        let (found, missing) = crate::entity::resolve(&self.db, self.access.as_ref(), &ctx, &refs).await?;
+        Ok(Response::new(common::ResolveResponse {
+            summaries: found.iter().map(|s| summary_to_proto(s, 0.0)).collect(),
+            missing: missing
+                .iter()
+                .map(|(kind, id)| common::EntityRef { r#type: kind.to_string(), id: id.to_string() })
+                .collect(),
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<common::SearchRequest>,
+    ) -> Result<Response<common::SearchResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let query = r.query.trim().to_string();
+        v.check((1..=200).contains(&query.chars().count()), "query", "must be 1-200 characters");
+        let (default, max) = crate::entity::SEARCH_LIMITS;
+        let limit = match r.limit {
+            0 => default,
+            n if (1..=max as i32).contains(&n) => n as u32,
+            _ => {
+                v.add("limit", "must be 1-50");
+                default
+            }
+        };
+        let types = entity_types(&mut v, "types", &r.types);
+        v.finish()?;
+        let filter = list::schema().parse(&r.filter)?;
+        let groups = crate::entity::search(&self.db, &ctx, &query, &types, limit, filter).await?;
+        Ok(Response::new(common::SearchResponse {
+            groups: groups
+                .iter()
+                .map(|(kind, items)| common::SearchGroup {
+                    r#type: kind.to_string(),
+                    // Results come best first; the rank is their position score (1.0 for the first).
+                    items: items.iter().enumerate().map(|(i, s)| summary_to_proto(s, 1.0 / (i as f64 + 1.0))).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn count(
+        &self,
+        request: Request<common::CountRequest>,
+    ) -> Result<Response<common::CountResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let types = entity_types(&mut v, "types", &r.types);
+        v.finish()?;
+        let counts = crate::entity::count(&self.db, &ctx, &types).await?;
+        Ok(Response::new(common::CountResponse {
+            counts: counts.into_iter().map(|(k, n)| (k.to_string(), n)).collect(),
         }))
     }
 }

@@ -68,6 +68,31 @@ pub fn satisfied(kind: DependencyType, status: &str, started: bool) -> bool {
     }
 }
 
+/// Planned dates of one task, for the gantt constraints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dates {
+    /// Planned start.
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Due date.
+    pub due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Whether the dependent's dates break the gantt constraint of a dependency (Rule 13, lag in
+/// calendar days): FS start(B) ≥ due(A)+lag; SS start(B) ≥ start(A)+lag; FF due(B) ≥
+/// due(A)+lag; SF due(B) ≥ start(A)+lag. A constraint with a missing date is not evaluated.
+pub fn constraint_violated(kind: DependencyType, lag_days: i32, blocker: Dates, dependent: Dates) -> bool {
+    let (a, b) = match kind {
+        DependencyType::FinishToStart => (blocker.due, dependent.start),
+        DependencyType::StartToStart => (blocker.start, dependent.start),
+        DependencyType::FinishToFinish => (blocker.due, dependent.due),
+        DependencyType::StartToFinish => (blocker.start, dependent.due),
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => b < a + chrono::Duration::days(i64::from(lag_days)),
+        _ => false,
+    }
+}
+
 /// The cycle check gave up: the graph reachable from the blocker is too large.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GraphTooLarge;
@@ -324,5 +349,27 @@ mod tests {
                 prop_assert!((0..n).all(|i| !reach[i][i]));
             }
         }
+    }
+
+    #[test]
+    fn gantt_constraints_follow_type_and_lag_and_skip_missing_dates() {
+        use chrono::{TimeZone, Utc};
+        let day = |d: u32| Some(Utc.with_ymd_and_hms(2026, 3, d, 9, 0, 0).single().expect("date"));
+        let a = Dates { start: day(1), due: day(5) };
+        let b = |start, due| Dates { start, due };
+        assert!(!constraint_violated(DependencyType::FinishToStart, 2, a, b(day(7), None)));
+        assert!(constraint_violated(DependencyType::FinishToStart, 2, a, b(day(6), None)));
+        assert!(!constraint_violated(DependencyType::FinishToStart, 0, a, b(day(5), None)));
+        assert!(constraint_violated(DependencyType::StartToStart, 1, a, b(day(1), None)));
+        assert!(constraint_violated(DependencyType::FinishToFinish, 0, a, b(None, day(4))));
+        assert!(!constraint_violated(DependencyType::StartToFinish, -1, a, b(None, day(1))));
+        assert!(constraint_violated(DependencyType::StartToFinish, 1, a, b(None, day(1))));
+        assert!(!constraint_violated(
+            DependencyType::FinishToStart,
+            2,
+            Dates { start: day(1), due: None },
+            b(day(1), None)
+        ));
+        assert!(!constraint_violated(DependencyType::FinishToStart, 2, a, b(None, day(9))));
     }
 }

@@ -108,6 +108,8 @@ pub fn unassigned(task: &TaskRow, watcher_ids: &[Uuid], previous: Uuid) -> proto
 
 /// Stages `tasks.task.created`.
 pub async fn task_created(tx: &mut Tx, ctx: &RequestContext, task: &TaskRow, watcher_ids: &[Uuid]) -> Result<Uuid> {
+    let details = serde_json::json!({"status": task.status, "column_id": task.column_id, "title": task.title});
+    crate::collab::record(tx, ctx, task.id, "created", details).await?;
     events::stage(tx, ctx, TASK_CREATED, &created(task, watcher_ids)).await
 }
 
@@ -120,6 +122,8 @@ pub async fn task_assigned(
     previous: Option<Uuid>,
     note: &str,
 ) -> Result<Uuid> {
+    let change = serde_json::json!({"assignee_id": {"from": previous, "to": task.assignee_id}});
+    crate::collab::record(tx, ctx, task.id, "assigned", change).await?;
     events::stage(tx, ctx, TASK_ASSIGNED, &assigned(task, watcher_ids, previous, note)).await
 }
 
@@ -131,6 +135,8 @@ pub async fn task_unassigned(
     watcher_ids: &[Uuid],
     previous: Uuid,
 ) -> Result<Uuid> {
+    let change = serde_json::json!({"assignee_id": {"from": previous, "to": null}});
+    crate::collab::record(tx, ctx, task.id, "updated", change).await?;
     events::stage(tx, ctx, TASK_UPDATED, &unassigned(task, watcher_ids, previous)).await
 }
 
@@ -226,6 +232,9 @@ pub async fn task_updated(
             })
             .collect(),
     });
+    let activity: serde_json::Map<String, serde_json::Value> =
+        changes.iter().map(|(f, from, to)| (f.clone(), serde_json::json!({"from": from, "to": to}))).collect();
+    crate::collab::record(tx, ctx, task.id, "updated", serde_json::Value::Object(activity)).await?;
     events::stage(tx, ctx, TASK_UPDATED, &payload).await
 }
 
@@ -243,6 +252,11 @@ pub async fn task_status_changed(
         from_column_id: before.column_id.to_string(),
         to_column_id: task.column_id.to_string(),
     });
+    let change = serde_json::json!({
+        "status": {"from": before.status, "to": task.status},
+        "column_id": {"from": before.column_id, "to": task.column_id},
+    });
+    crate::collab::record(tx, ctx, task.id, "status_changed", change).await?;
     events::stage(tx, ctx, TASK_STATUS_CHANGED, &payload).await
 }
 
@@ -253,6 +267,8 @@ pub async fn task_completed(tx: &mut Tx, ctx: &RequestContext, task: &TaskRow, w
         completed_at: timestamp(task.completed_at),
         tracked_seconds: task.tracked_seconds,
     });
+    crate::collab::record(tx, ctx, task.id, "completed", serde_json::json!({"completed_by": task.completed_by}))
+        .await?;
     events::stage(tx, ctx, TASK_COMPLETED, &payload).await
 }
 
@@ -267,6 +283,8 @@ pub async fn task_trash(
     restored: bool,
 ) -> Result<Uuid> {
     let count = i32::try_from(descendants).unwrap_or(i32::MAX);
+    let details = serde_json::json!({"delete_batch_id": batch, "descendant_count": descendants});
+    crate::collab::record(tx, ctx, task.id, if restored { "restored" } else { "deleted" }, details).await?;
     if restored {
         let payload = task_event!(TaskRestored, task, watcher_ids, {
             delete_batch_id: batch.to_string(),
@@ -317,6 +335,8 @@ pub async fn checklist_completed(
         checklist_title: checklist.title.clone(),
         item_count: i32::try_from(item_count).unwrap_or(i32::MAX),
     });
+    let details = serde_json::json!({"checklist_id": checklist.id, "checklist_title": checklist.title});
+    crate::collab::record(tx, ctx, task.id, "checklist_completed", details).await?;
     events::stage(tx, ctx, TASK_CHECKLIST_COMPLETED, &payload).await
 }
 
@@ -374,6 +394,50 @@ pub async fn board_changed(
         changed_fields: changed_fields.iter().map(|f| (*f).to_string()).collect(),
     };
     events::stage(tx, ctx, routing_key, &payload).await
+}
+
+/// Routing key of [`proto::TaskPurged`].
+pub const TASK_PURGED: &str = "tasks.task.purged";
+
+/// Stages `tasks.task.purged`.
+pub async fn task_purged(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    descendants: usize,
+) -> Result<Uuid> {
+    let payload = task_event!(TaskPurged, task, watcher_ids, {
+        delete_batch_id: id(task.delete_batch_id),
+        descendant_count: i32::try_from(descendants).unwrap_or(i32::MAX),
+    });
+    events::stage(tx, ctx, TASK_PURGED, &payload).await
+}
+
+/// Routing keys of [`proto::CommentChanged`].
+pub const COMMENT_CREATED: &str = "tasks.comment.created";
+
+/// Stages `tasks.comment.<verb>` (created, updated, deleted).
+pub async fn comment_changed(
+    tx: &mut Tx,
+    ctx: &RequestContext,
+    task: &TaskRow,
+    watcher_ids: &[Uuid],
+    comment: &trellis_kit::collab::Comment,
+    participants: &[Uuid],
+    verb: &str,
+) -> Result<Uuid> {
+    let payload = task_event!(CommentChanged, task, watcher_ids, {
+        comment_id: comment.id.to_string(),
+        entity_type: comment.entity_type.clone(),
+        entity_id: comment.entity_id.to_string(),
+        author_id: id(comment.author_id),
+        comment_parent_id: id(comment.parent_id),
+        mentioned_user_ids: ids(&comment.mentions),
+        participant_ids: ids(participants),
+        excerpt: comment.body.chars().take(200).collect(),
+    });
+    events::stage(tx, ctx, &format!("tasks.comment.{verb}"), &payload).await
 }
 
 #[cfg(test)]

@@ -11,11 +11,17 @@
 //! - [`task`]: task rules (placement, text limits) and operations; [`task::change`] is the one
 //!   path every change takes (status ↔ column, WIP limits, enforced dependencies, events,
 //!   blocked/unblocked transitions of dependents).
+//! - [`list`]: ListTasks views (list, kanban, calendar, gantt) over one selection: the AIP-160
+//!   filter and order_by fields (kit::filter), full-text search, aggregations.
 //! - [`board`]: default columns, keys; [`board::ops`] the board operations.
+//! - [`collab`]: comments (mentions), tags, entity links and activity of tasks, through
+//!   `kit::collab` (its tables are installed by kit in this schema: `Module::with_collab`).
 //! - [`checklist`]: checklists and items, and when a checklist completes.
 //! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
 //! - [`position`]: fractional ordering keys (`after`, `between`).
 //! - [`time`]: timers (one running per user), manual entries, reports.
+//! - [`trash`]: trashed-task lists and purges.
+//! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
 //! - [`events`]: the payloads this service publishes, staged in the outbox with the change.
@@ -33,20 +39,26 @@ pub mod access;
 pub mod api;
 pub mod board;
 pub mod checklist;
+pub mod collab;
 pub mod dependency;
+pub mod entity;
 pub mod error;
 pub mod events;
+pub mod list;
 pub mod position;
 pub mod store;
 pub mod task;
 pub mod time;
+pub mod trash;
 
 use std::sync::Arc;
 use trellis_kit::paging::PageTokens;
 use trellis_kit::{Module, Service};
 
+use trellis_proto::trellis::common::v1::entity_service_server::EntityServiceServer;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
+use trellis_proto::trellis::tasks::v1::collab_service_server::CollabServiceServer;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskServiceServer;
 use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
@@ -64,10 +76,13 @@ pub fn module() -> Module {
                 .grpc(TaskServiceServer::new(api.clone()))
                 .grpc(BoardServiceServer::new(api.clone()))
                 .grpc(ChecklistServiceServer::new(api.clone()))
+                .grpc(CollabServiceServer::new(api.clone()))
+                .grpc(EntityServiceServer::new(api.clone()))
                 .grpc(TimeServiceServer::new(api)))
         })
     })
     .with_scope_resources(SCOPE_RESOURCES)
+    .with_collab()
 }
 
 /// The API-key scope resources of tasks (spec rule 13), registered with identity at start-up.

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use trellis_kit::Result;
 use trellis_kit::db::Tx;
+use trellis_kit::filter::{Filter, Order, SortKey};
 use uuid::Uuid;
 
 use crate::board::task_key;
@@ -123,7 +124,7 @@ pub struct WatcherRow {
 }
 
 /// The filters of a task list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TaskSelection {
     /// Only this board.
     pub board_id: Option<Uuid>,
@@ -137,6 +138,45 @@ pub struct TaskSelection {
     pub parent_id: Option<Uuid>,
     /// Subtasks too.
     pub include_subtasks: bool,
+    /// Closed (done, cancelled) tasks too.
+    pub include_closed: bool,
+    /// The caller's AIP-160 filter (empty = everything).
+    pub filter: Filter,
+    /// Full-text search.
+    pub search: Option<Search>,
+    /// Only tasks whose [start or due, due or start] interval meets [from, to].
+    pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Only tasks carrying any of these tags (lowercase names; empty = all).
+    pub tags: Vec<String>,
+}
+
+/// A full-text query, split for the SQL (see `task::search_of`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    /// Words before the last (websearch syntax), or the whole query when the last word is not
+    /// matched by prefix.
+    pub words: String,
+    /// The last word, matched as a prefix.
+    pub prefix: Option<String>,
+    /// A task key the query equals (board key, number): that task ranks first.
+    pub key: Option<(String, i32)>,
+}
+
+/// How a page of tasks is ordered and where it starts.
+#[derive(Debug, Clone)]
+pub enum PageOrder<'a> {
+    /// By a declared field then id, after the previous page's last (key, id).
+    Sorted {
+        /// The order.
+        order: &'a Order,
+        /// The last row of the previous page.
+        after: Option<(SortKey, Uuid)>,
+    },
+    /// By search rank (key match, rank, updated_at, id), skipping `offset` rows.
+    Ranked {
+        /// Rows of the previous pages.
+        offset: i64,
+    },
 }
 
 /// What inserting a task needs.
@@ -360,6 +400,37 @@ pub async fn set_assignee(tx: &mut Tx, task_id: Uuid, assignee_id: Option<Uuid>)
     Ok(())
 }
 
+/// Whether a task has an unsatisfied finish-to-start or start-to-start blocker (`is_blocked`).
+pub const IS_BLOCKED_SQL: &str = "exists (select 1 from tasks.dependencies d join tasks.tasks a on a.id = d.depends_on_id \
+     where d.task_id = t.id and d.type in ('finish_to_start', 'start_to_start') and a.deleted_at is null \
+     and a.status not in ('done', 'cancelled') and (d.type = 'finish_to_start' or a.started_at is null))";
+
+/// Whether a task is overdue (Rule 16): open and due before now.
+pub const IS_OVERDUE_SQL: &str =
+    "(t.due_date is not null and t.due_date < now() and t.status not in ('done', 'cancelled'))";
+
+const COUNT_FROM: &str =
+    "select count(*) from tasks.tasks t join tasks.boards b on b.org_id = t.org_id and b.id = t.board_id";
+
+fn push_tsquery(q: &mut QueryBuilder<'_, Postgres>, search: &Search) {
+    match (&search.prefix, search.words.trim().is_empty()) {
+        (Some(prefix), true) => {
+            q.push("to_tsquery('simple', ").push_bind(format!("{prefix}:*")).push(")");
+        }
+        (Some(prefix), false) => {
+            q.push("(websearch_to_tsquery('simple', ").push_bind(search.words.clone());
+            q.push(") && to_tsquery('simple', ").push_bind(format!("{prefix}:*")).push("))");
+        }
+        (None, _) => {
+            q.push("websearch_to_tsquery('simple', ").push_bind(search.words.clone()).push(")");
+        }
+    }
+}
+
+fn push_key_match(q: &mut QueryBuilder<'_, Postgres>, key: &(String, i32)) {
+    q.push("(b.key = ").push_bind(key.0.clone()).push(" and t.number = ").push_bind(key.1).push(")");
+}
+
 fn push_selection(q: &mut QueryBuilder<'_, Postgres>, selection: &TaskSelection) {
     q.push(" where t.deleted_at is null");
     match selection.parent_id {
@@ -374,6 +445,9 @@ fn push_selection(q: &mut QueryBuilder<'_, Postgres>, selection: &TaskSelection)
     if !selection.statuses.is_empty() {
         q.push(" and t.status = any(").push_bind(selection.statuses.clone()).push(")");
     }
+    if !selection.include_closed {
+        q.push(" and t.status not in ('done', 'cancelled')");
+    }
     if !selection.priorities.is_empty() {
         q.push(" and t.priority = any(").push_bind(selection.priorities.clone()).push(")");
     }
@@ -383,29 +457,183 @@ fn push_selection(q: &mut QueryBuilder<'_, Postgres>, selection: &TaskSelection)
     if let Some(assignee_id) = selection.assignee_id {
         q.push(" and t.assignee_id = ").push_bind(assignee_id);
     }
+    if let Some((from, to)) = selection.range {
+        q.push(" and coalesce(t.start_date, t.due_date) <= ").push_bind(to);
+        q.push(" and coalesce(t.due_date, t.start_date) >= ").push_bind(from);
+    }
+    if let Some(search) = &selection.search {
+        q.push(" and (t.search @@ ");
+        push_tsquery(q, search);
+        if let Some(key) = &search.key {
+            q.push(" or ");
+            push_key_match(q, key);
+        }
+        q.push(")");
+    }
+    if !selection.tags.is_empty() {
+        q.push(
+            " and exists (select 1 from tasks.entity_tags et join tasks.tags g on g.org_id = et.org_id \
+            and g.id = et.tag_id where et.entity_type = 'task' and et.entity_id = t.id and lower(g.name) = any(",
+        );
+        q.push_bind(selection.tags.clone()).push("))");
+    }
+    selection.filter.push_and(q);
 }
 
-/// Live top-level tasks, newest first, after `cursor` (created_at, id) of the previous page.
+/// A task carries the tag named `$` (ignoring case): the `tags` field of the ListTasks filter.
+pub const HAS_TAG_SQL: &str = "exists (select 1 from tasks.entity_tags et join tasks.tags g on g.org_id = et.org_id \
+     and g.id = et.tag_id where et.entity_type = 'task' and et.entity_id = t.id and lower(g.name) = lower($))";
+
+/// A page of live tasks of a selection in `order`, at most `limit` rows.
 pub async fn tasks_page(
     tx: &mut Tx,
     selection: &TaskSelection,
-    cursor: Option<(DateTime<Utc>, Uuid)>,
+    order: &PageOrder<'_>,
     limit: i64,
 ) -> Result<Vec<TaskRow>> {
     let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
     push_selection(&mut q, selection);
-    if let Some((created_at, id)) = cursor {
-        q.push(" and (t.created_at, t.id) < (").push_bind(created_at).push(", ").push_bind(id).push(")");
+    match order {
+        PageOrder::Sorted { order, after } => {
+            if let Some((key, id)) = after {
+                order.push_after(&mut q, "t.id", key, *id);
+            }
+            order.push_order(&mut q, "t.id");
+            q.push(" limit ").push_bind(limit);
+        }
+        PageOrder::Ranked { offset } => {
+            q.push(" order by ");
+            if let Some(key) = selection.search.as_ref().and_then(|s| s.key.as_ref()) {
+                push_key_match(&mut q, key);
+                q.push(" desc, ");
+            }
+            if let Some(search) = &selection.search {
+                q.push("ts_rank(t.search, ");
+                push_tsquery(&mut q, search);
+                q.push(") desc, ");
+            }
+            q.push("t.updated_at desc, t.id desc limit ").push_bind(limit).push(" offset ").push_bind(*offset);
+        }
     }
-    q.push(" order by t.created_at desc, t.id desc limit ").push_bind(limit);
     Ok(q.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 /// How many tasks a selection holds.
 pub async fn count_tasks(tx: &mut Tx, selection: &TaskSelection) -> Result<i64> {
-    let mut q = QueryBuilder::<Postgres>::new("select count(*) from tasks.tasks t");
+    let mut q = QueryBuilder::<Postgres>::new(COUNT_FROM);
     push_selection(&mut q, selection);
     Ok(q.build_query_scalar().fetch_one(&mut **tx).await?)
+}
+
+/// Tasks of a selection with (`dated`) or without any date, by first date then id (undated:
+/// by position), at most `limit`: the calendar and gantt views.
+pub async fn tasks_by_date(tx: &mut Tx, selection: &TaskSelection, dated: bool, limit: i64) -> Result<Vec<TaskRow>> {
+    let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
+    push_selection(&mut q, selection);
+    if dated {
+        q.push(" and (t.start_date is not null or t.due_date is not null)");
+        q.push(" order by coalesce(t.start_date, t.due_date), t.id");
+    } else {
+        q.push(" and t.start_date is null and t.due_date is null order by t.position, t.id");
+    }
+    q.push(" limit ").push_bind(limit);
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// A dependency of the gantt view with its live blocker.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GanttDependencyRow {
+    /// Dependency id.
+    pub id: Uuid,
+    /// The dependent.
+    pub task_id: Uuid,
+    /// The blocker.
+    pub depends_on_id: Uuid,
+    /// Type (stored name).
+    pub kind: String,
+    /// Lag in days.
+    pub lag_days: i32,
+    /// The blocker's board.
+    pub board_id: Uuid,
+    /// The blocker's board key.
+    pub board_key: String,
+    /// The blocker's number.
+    pub number: i32,
+    /// The blocker's title.
+    pub title: String,
+    /// The blocker's status.
+    pub status: String,
+    /// The blocker's planned start.
+    pub start_date: Option<DateTime<Utc>>,
+    /// The blocker's due date.
+    pub due_date: Option<DateTime<Utc>>,
+}
+
+/// The dependencies of `task_ids` on live blockers.
+pub async fn gantt_dependencies(tx: &mut Tx, task_ids: &[Uuid]) -> Result<Vec<GanttDependencyRow>> {
+    Ok(sqlx::query_as(
+        "select d.id, d.task_id, d.depends_on_id, d.type as kind, d.lag_days, a.board_id, b.key as board_key, \
+         a.number, a.title, a.status, a.start_date, a.due_date \
+         from tasks.dependencies d join tasks.tasks a on a.id = d.depends_on_id \
+         join tasks.boards b on b.org_id = a.org_id and b.id = a.board_id \
+         where d.task_id = any($1) and a.deleted_at is null order by d.task_id, d.id",
+    )
+    .bind(task_ids)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Counts over a whole selection (ListTasks `include_aggregations`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Aggregations {
+    /// Tasks per status.
+    pub by_status: Vec<(String, i64)>,
+    /// Tasks per priority.
+    pub by_priority: Vec<(String, i64)>,
+    /// Open tasks past their due date.
+    pub overdue_count: i64,
+    /// Open tasks due in the current ISO week of the time zone.
+    pub due_this_week: i64,
+    /// Tasks completed in the current ISO week of the time zone.
+    pub completed_this_week: i64,
+}
+
+/// Whether Postgres knows the IANA time zone `name`.
+pub async fn time_zone_exists(tx: &mut Tx, name: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+/// Aggregations of a selection; weeks are ISO weeks (Monday first) in `time_zone` (known).
+pub async fn aggregations(tx: &mut Tx, selection: &TaskSelection, time_zone: &str) -> Result<Aggregations> {
+    let mut out = Aggregations::default();
+    for (column, target) in [("t.status", &mut out.by_status), ("t.priority", &mut out.by_priority)] {
+        let mut q = QueryBuilder::<Postgres>::new("select ");
+        q.push(column)
+            .push(", count(*) from tasks.tasks t join tasks.boards b on b.org_id = t.org_id and b.id = t.board_id");
+        push_selection(&mut q, selection);
+        q.push(" group by 1 order by 1");
+        *target = q.build_query_as::<(String, i64)>().fetch_all(&mut **tx).await?;
+    }
+    let mut q = QueryBuilder::<Postgres>::new("with week as (select (date_trunc('week', now() at time zone ");
+    q.push_bind(time_zone.to_string()).push(") at time zone ").push_bind(time_zone.to_string());
+    q.push(") as starts, ((date_trunc('week', now() at time zone ").push_bind(time_zone.to_string());
+    q.push(") + interval '7 days') at time zone ").push_bind(time_zone.to_string()).push(") as ends) ");
+    q.push("select count(*) filter (where ").push(IS_OVERDUE_SQL).push("), ");
+    q.push(
+        "count(*) filter (where t.status not in ('done', 'cancelled') and t.due_date >= week.starts \
+        and t.due_date < week.ends), ",
+    );
+    q.push("count(*) filter (where t.completed_at >= week.starts and t.completed_at < week.ends) ");
+    q.push("from week, tasks.tasks t join tasks.boards b on b.org_id = t.org_id and b.id = t.board_id");
+    push_selection(&mut q, selection);
+    let (overdue, due, completed): (i64, i64, i64) = q.build_query_as().fetch_one(&mut **tx).await?;
+    out.overdue_count = overdue;
+    out.due_this_week = due;
+    out.completed_this_week = completed;
+    Ok(out)
 }
 
 // ---- Boards -------------------------------------------------------------------------------
@@ -842,6 +1070,97 @@ pub async fn trashed_task(tx: &mut Tx, task_id: Uuid) -> Result<Option<TaskRow>>
         .await?)
 }
 
+/// Trashed tasks, most recently deleted first, after (deleted_at, id) of the previous page.
+pub async fn trashed_tasks(
+    tx: &mut Tx,
+    board_id: Option<Uuid>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<TaskRow>> {
+    let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
+    q.push(" where t.deleted_at is not null");
+    if let Some(board_id) = board_id {
+        q.push(" and t.board_id = ").push_bind(board_id);
+    }
+    if let Some((at, id)) = after {
+        q.push(" and (t.deleted_at, t.id) < (").push_bind(at).push(", ").push_bind(id).push(")");
+    }
+    q.push(" order by t.deleted_at desc, t.id desc limit ").push_bind(limit);
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// A trashed task's descendants (all trashed: a live task never sits under a trashed one).
+pub async fn all_descendants(tx: &mut Tx, task_id: Uuid) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "with recursive sub(id) as (select id from tasks.tasks where parent_id = $1 \
+         union select t.id from tasks.tasks t join sub on t.parent_id = sub.id) select id from sub",
+    )
+    .bind(task_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Deletes tasks for good: their time entries stay with no task (Rule 24); checklists,
+/// dependencies and watchers cascade. One statement, so parent links are checked at its end.
+pub async fn purge_tasks(tx: &mut Tx, ids: &[Uuid]) -> Result<u64> {
+    sqlx::query("update tasks.time_entries set task_id = null where task_id = any($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    let done = sqlx::query("delete from tasks.tasks where id = any($1)").bind(ids).execute(&mut **tx).await?;
+    Ok(done.rows_affected())
+}
+
+/// A live board's name and open top-level task count.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BoardSummaryRow {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Live open top-level tasks.
+    pub open_tasks: i64,
+}
+
+const BOARD_SUMMARY: &str = "select b.id, b.name, (select count(*) from tasks.tasks t where t.board_id = b.id \
+     and t.deleted_at is null and t.parent_id is null and t.status not in ('done', 'cancelled')) as open_tasks \
+     from tasks.boards b";
+
+/// Live boards by id (any order).
+pub async fn board_summaries(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<BoardSummaryRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(&format!("{BOARD_SUMMARY} where b.id = any($1) and b.deleted_at is null"))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// Live boards whose name contains `q` or whose key is `q` (ignoring case), key match first.
+pub async fn search_boards(tx: &mut Tx, q: &str, limit: i64) -> Result<Vec<BoardSummaryRow>> {
+    let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    Ok(sqlx::query_as(&format!(
+        "{BOARD_SUMMARY} where b.deleted_at is null and (b.name ilike $1 escape '\\' or b.key = upper($2)) \
+         order by (b.key = upper($2)) desc, lower(b.name), b.id limit $3"
+    ))
+    .bind(pattern)
+    .bind(q)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Live tasks and live boards of the organization.
+pub async fn entity_counts(tx: &mut Tx) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "select (select count(*) from tasks.tasks where deleted_at is null), \
+         (select count(*) from tasks.boards where deleted_at is null)",
+    )
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
 /// Whether a task (by id) is live, and whether its board is live.
 pub async fn parent_and_board_live(tx: &mut Tx, parent_id: Option<Uuid>, board_id: Uuid) -> Result<(bool, bool)> {
     Ok(sqlx::query_as(
@@ -1040,7 +1359,7 @@ pub async fn kanban_column(
     narrow(&mut q);
     q.push(" order by t.position, t.id limit ").push_bind(limit);
     let tasks = q.build_query_as().fetch_all(&mut **tx).await?;
-    let mut q = QueryBuilder::<Postgres>::new("select count(*) from tasks.tasks t");
+    let mut q = QueryBuilder::<Postgres>::new(COUNT_FROM);
     push_selection(&mut q, selection);
     narrow(&mut q);
     let total = q.build_query_scalar().fetch_one(&mut **tx).await?;

@@ -6,11 +6,8 @@
 //! Authorization: each operation first asks [`crate::access::Access`] (`board#edit`,
 //! `task#view`, `task#assign`, ...), before its transaction writes anything.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use trellis_kit::db::Db;
 use trellis_kit::error::Violations;
-use trellis_kit::paging::PageTokens;
 use trellis_kit::{RequestContext, Result};
 use trellis_proto::trellis::tasks::v1 as proto;
 use uuid::Uuid;
@@ -18,7 +15,7 @@ use uuid::Uuid;
 use crate::access::{Access, BoardPermission, TaskPermission};
 use crate::board::{DEFAULT_BOARD_KEY, DEFAULT_BOARD_NAME, DEFAULT_COLUMNS};
 use crate::error::TaskError;
-use crate::store::{self, Column, TaskRow, TaskSelection, WatcherRow};
+use crate::store::{self, Column, TaskRow, WatcherRow};
 use crate::{events, position};
 
 /// Longest title, in characters.
@@ -345,129 +342,6 @@ pub async fn get(db: &Db, access: &dyn Access, ctx: &RequestContext, task_id: Uu
     let watchers = store::watchers(&mut tx, task_id).await?;
     tx.commit().await?;
     Ok(TaskDetail { task, watchers })
-}
-
-/// A ListTasks query.
-#[derive(Debug, Clone)]
-pub struct ListQuery {
-    /// Only this board.
-    pub board_id: Option<Uuid>,
-    /// Only this assignee (already resolved from `me`).
-    pub assignee_id: Option<Uuid>,
-    /// Only these statuses.
-    pub statuses: Vec<Status>,
-    /// Only these priorities.
-    pub priorities: Vec<Priority>,
-    /// Only direct subtasks of this task.
-    pub parent_id: Option<Uuid>,
-    /// Subtasks too.
-    pub include_subtasks: bool,
-    /// Normalised page size.
-    pub page_size: u32,
-    /// The caller's page token.
-    pub page_token: String,
-}
-
-/// One page of tasks.
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// The tasks, newest first.
-    pub tasks: Vec<TaskRow>,
-    /// Token of the next page, empty on the last.
-    pub next_page_token: String,
-    /// How many tasks match.
-    pub total_size: i64,
-}
-
-/// Where the previous page ended: keyset on (created_at desc, id desc).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Cursor {
-    created_at: DateTime<Utc>,
-    id: Uuid,
-}
-
-/// Lists live top-level tasks, newest first.
-pub async fn list(db: &Db, ctx: &RequestContext, tokens: &PageTokens, query: ListQuery) -> Result<Page> {
-    let board = query.board_id.map(|b| b.to_string()).unwrap_or_default();
-    let assignee = query.assignee_id.map(|a| a.to_string()).unwrap_or_default();
-    let statuses: Vec<String> = query.statuses.iter().map(|s| s.as_str().to_string()).collect();
-    let priorities: Vec<String> = query.priorities.iter().map(|p| p.as_str().to_string()).collect();
-    let parent = query.parent_id.map(|p| p.to_string()).unwrap_or_default();
-    let hash = PageTokens::query_hash(&[
-        "tasks.ListTasks",
-        &board,
-        &assignee,
-        &statuses.join(","),
-        &priorities.join(","),
-        &parent,
-        if query.include_subtasks { "1" } else { "0" },
-    ]);
-    let cursor: Option<Cursor> = tokens.decode(&hash, &query.page_token)?;
-    let selection = selection_of(&query);
-    let mut tx = db.tenant_tx(ctx).await?;
-    let mut tasks =
-        store::tasks_page(&mut tx, &selection, cursor.map(|c| (c.created_at, c.id)), i64::from(query.page_size) + 1)
-            .await?;
-    let total_size = store::count_tasks(&mut tx, &selection).await?;
-    tx.commit().await?;
-    let next_page_token = if tasks.len() > query.page_size as usize {
-        tasks.truncate(query.page_size as usize);
-        tasks.last().map(|t| tokens.encode(&hash, &Cursor { created_at: t.created_at, id: t.id })).unwrap_or_default()
-    } else {
-        String::new()
-    };
-    Ok(Page { tasks, next_page_token, total_size })
-}
-
-fn selection_of(query: &ListQuery) -> TaskSelection {
-    TaskSelection {
-        board_id: query.board_id,
-        assignee_id: query.assignee_id,
-        statuses: query.statuses.iter().map(|s| s.as_str().to_string()).collect(),
-        priorities: query.priorities.iter().map(|p| p.as_str().to_string()).collect(),
-        parent_id: query.parent_id,
-        include_subtasks: query.include_subtasks,
-    }
-}
-
-/// One column of the kanban view.
-#[derive(Debug, Clone)]
-pub struct KanbanGroup {
-    /// The column with its live top-level task count.
-    pub column: store::ColumnRow,
-    /// Its first tasks by position.
-    pub tasks: Vec<TaskRow>,
-    /// How many tasks of the filter it holds.
-    pub total_size: i64,
-    /// More live top-level tasks than its WIP limit.
-    pub over_wip_limit: bool,
-}
-
-/// The kanban view of a board: its columns in order, each with its first `page_size` tasks.
-pub async fn kanban(db: &Db, access: &dyn Access, ctx: &RequestContext, query: ListQuery) -> Result<Vec<KanbanGroup>> {
-    let Some(board_id) = query.board_id else {
-        return Err(trellis_kit::Error::validation("board_id", "is required for the kanban view"));
-    };
-    access.board(ctx, board_id, BoardPermission::View).await?;
-    let selection = selection_of(&query);
-    let mut tx = db.tenant_tx(ctx).await?;
-    store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
-    let columns = store::column_rows(&mut tx, board_id).await?;
-    let mut groups = Vec::with_capacity(columns.len());
-    for column in columns {
-        let (tasks, total_size) = store::kanban_column(
-            &mut tx,
-            &selection,
-            column.id,
-            column.status == "cancelled",
-            i64::from(query.page_size),
-        )
-        .await?;
-        let over_wip_limit = column.wip_limit.is_some_and(|limit| column.task_count > i64::from(limit));
-        groups.push(KanbanGroup { column, tasks, total_size, over_wip_limit });
-    }
-    tx.commit().await?;
-    Ok(groups)
 }
 
 /// Assigns (or, with `None`, unassigns) a task. The new assignee becomes a watcher. Stages

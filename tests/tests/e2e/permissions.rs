@@ -119,6 +119,7 @@ async fn setup(p: &Platform) -> People {
         let req = pb::WriteRelationshipsRequest {
             updates: list.iter().map(|s| touch(s)).collect(),
             preconditions: Vec::new(),
+            source_version: None,
         };
         rels.write_relationships(authed(req, &service_token(p, service, people.acme))).await.expect("write");
     }

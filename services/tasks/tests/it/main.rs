@@ -3,11 +3,15 @@
 
 mod boards;
 mod checklists;
+mod collab;
 mod common;
 mod dependencies;
+mod entities;
 mod moves;
 mod rest;
 mod rls;
+mod search;
 mod tasks;
 mod time;
+mod trash;
 mod views;

@@ -130,3 +130,61 @@ async fn boards_tasks_moves_and_dependencies_over_rest() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(rest.call(Method::GET, &path, None).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn lists_filter_sort_search_and_render_views_over_rest() {
+    let cell = cell().await;
+    let rest = Rest::start(&cell).await;
+    let (_, board) =
+        rest.call(Method::POST, "/api/v1/boards", Some(json!({"name": "Engineering", "key": "ENG"}))).await;
+    let board_id = board["board"]["id"].as_str().unwrap_or_default().to_string();
+    let mut ids = Vec::new();
+    for title in ["Deploy pipeline", "Write docs", "Fix login"] {
+        let (status, task) =
+            rest.call(Method::POST, "/api/v1/tasks", Some(json!({"title": title, "board_id": board_id}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        ids.push(task["task"]["id"].as_str().unwrap_or_default().to_string());
+    }
+    let due = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let (status, body) = rest
+        .call(Method::PATCH, &format!("/api/v1/tasks/{}", ids[2]), Some(json!({"priority": "urgent", "due_date": due})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let get = |query: String| {
+        let path = format!("/api/v1/tasks?{query}");
+        let rest = &rest;
+        async move { rest.call(Method::GET, &path, None).await }
+    };
+    let titles = |body: &Value, key: &str| -> Vec<String> {
+        body[key]
+            .as_array()
+            .map_or(vec![], |t| t.iter().filter_map(|t| t["title"].as_str().map(String::from)).collect())
+    };
+    let (status, body) = get("filter=priority%20%3E%3D%20high&order_by=title".into()).await;
+    assert_eq!((status, titles(&body, "tasks")), (StatusCode::OK, vec!["Fix login".to_string()]), "{body}");
+    let (status, body) = get("order_by=title%20desc".into()).await;
+    assert_eq!(
+        (status, titles(&body, "tasks")),
+        (StatusCode::OK, vec!["Write docs".into(), "Fix login".into(), "Deploy pipeline".into()])
+    );
+    let (status, body) = get("q=deplo".into()).await;
+    assert_eq!((status, titles(&body, "tasks")), (StatusCode::OK, vec!["Deploy pipeline".to_string()]));
+    let (status, body) = get("q=ENG-2&include_aggregations=true".into()).await;
+    assert_eq!(titles(&body, "tasks").first().map(String::as_str), Some("Write docs"), "{status} {body}");
+    let from = chrono::Utc::now().to_rfc3339().replace('+', "%2B");
+    let to = (chrono::Utc::now() + chrono::Duration::days(7)).to_rfc3339().replace('+', "%2B");
+    let (status, body) = get(format!("view=calendar&from={from}&to={to}")).await;
+    assert_eq!((status, titles(&body, "tasks")), (StatusCode::OK, vec!["Fix login".to_string()]), "{body}");
+    let (status, body) = get(format!("view=gantt&board_id={board_id}")).await;
+    assert_eq!(
+        (status, titles(&body, "tasks"), titles(&body, "unscheduled").len()),
+        (StatusCode::OK, vec!["Fix login".to_string()], 2)
+    );
+    let (status, body) = get("filter=colour%3Dred".into()).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
+    assert_eq!(body["error"]["details"][0]["field"], "filter", "{body}");
+    let (status, body) = get("include_closed=false&include_aggregations=true".into()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["aggregations"]["by_status"]["todo"], 3, "{body}");
+}
