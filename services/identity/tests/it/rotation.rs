@@ -63,10 +63,10 @@ async fn only_platform_admins_may_rotate() {
     let id = identity().await;
     let user = id.register("not-admin@example.com", "Nadia").await;
     let request = || pb::RotateSigningKeyRequest {};
-    // A user needs platform:cell#administer from permissions; this cell runs no permissions
-    // service, so the check cannot be answered and the call fails closed (never a silent yes).
-    let undecided = id.tokens.clone().rotate_signing_key(bearer(request(), &user.access_token)).await;
-    assert_eq!(failure(undecided), (Code::Unavailable, "PERMISSIONS_UNAVAILABLE".into()));
+    // A user needs platform:cell#administer from the permissions service (which runs in this
+    // cell); an ordinary user does not have it.
+    let refused = id.tokens.clone().rotate_signing_key(bearer(request(), &user.access_token)).await;
+    assert_eq!(failure(refused), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
     let other_service = id.tokens.clone().rotate_signing_key(bearer(request(), &service_token(&id, "tasks"))).await;
     assert_eq!(failure(other_service), (Code::PermissionDenied, "PERMISSION_DENIED".into()));
     let anonymous = id.tokens.clone().rotate_signing_key(request()).await;
