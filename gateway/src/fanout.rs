@@ -17,6 +17,7 @@ use futures::future::join_all;
 use hyper_util::rt::TokioIo;
 use prost_reflect::{DescriptorPool, Value};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -418,8 +419,6 @@ pub fn in_process_channel(fanout: Fanout, max_message: usize, shutdown: Cancella
     });
     Ok(Endpoint::from_static("http://fanout.in-process").connect_with_connector_lazy(connector))
 }
-
-use tokio_stream::StreamExt as _;
 
 #[cfg(test)]
 mod tests {

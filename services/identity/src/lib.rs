@@ -114,24 +114,19 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .clone()
                 .run_scheduler(identity.settings.signing_key_check_interval, runtime.shutdown.clone());
             let schema = register_schema(identity.clone(), runtime.shutdown.clone());
+            let pages = trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
                 .worker("signing-key-rotation", rotation)
                 .worker("permissions-schema", schema)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
-                .grpc(InvitationServiceServer::new(api::InvitationApi::new(
-                    identity.clone(),
-                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
-                )))
+                .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone(), pages.clone())))
                 .grpc(OrganizationServiceServer::new(organizations_api::OrganizationApi::new(
                     identity.clone(),
-                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
+                    pages.clone(),
                 )))
-                .grpc(TeamServiceServer::new(teams_api::TeamApi::new(
-                    identity.clone(),
-                    trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes()),
-                )))
+                .grpc(TeamServiceServer::new(teams_api::TeamApi::new(identity.clone(), pages.clone())))
                 .grpc(ApiKeyServiceServer::new(api::ApiKeyApi::new(identity.clone())))
                 .grpc(UserDirectoryServiceServer::new(api::UserDirectoryApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
