@@ -35,12 +35,9 @@ pub fn dead_letter_exchange(bus: &EventBus) -> String {
     format!("{}.dlx", bus.exchange())
 }
 
-/// Connects to the broker with lapin driven by the current tokio runtime.
+/// Connects to the broker; lapin runs on the current tokio runtime (its `tokio` feature).
 pub(super) async fn connect(bus: &EventBus, name: &str) -> anyhow::Result<Connection> {
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio)
-        .with_connection_name(LongString::from(name));
+    let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&bus.config().amqp_url, properties)).await {
         Ok(connection) => Ok(connection?),
         Err(_) => anyhow::bail!("connecting to RabbitMQ timed out after {CONNECT_TIMEOUT:?}"),
@@ -49,7 +46,9 @@ pub(super) async fn connect(bus: &EventBus, name: &str) -> anyhow::Result<Connec
 
 /// Declares the cell's topic exchange (idempotent).
 pub(super) async fn declare_exchange(channel: &Channel, bus: &EventBus) -> lapin::Result<()> {
-    channel.exchange_declare(bus.exchange(), ExchangeKind::Topic, durable_exchange(), FieldTable::default()).await
+    channel
+        .exchange_declare(bus.exchange().into(), ExchangeKind::Topic, durable_exchange(), FieldTable::default())
+        .await
 }
 
 fn durable_exchange() -> ExchangeDeclareOptions {
@@ -80,18 +79,30 @@ pub(super) async fn declare_consumer_topology(
 ) -> lapin::Result<()> {
     declare_exchange(channel, bus).await?;
     let dlx = dead_letter_exchange(bus);
-    channel.exchange_declare(&dlx, ExchangeKind::Direct, durable_exchange(), FieldTable::default()).await?;
+    channel
+        .exchange_declare(dlx.as_str().into(), ExchangeKind::Direct, durable_exchange(), FieldTable::default())
+        .await?;
 
     let name = queue_name(bus, queue);
     let dlq = dead_letter_queue(bus, queue);
     let mut dlq_args = FieldTable::default();
     dlq_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    channel.queue_declare(&dlq, durable_queue(), dlq_args).await?;
-    channel.queue_bind(&dlq, &dlx, &name, QueueBindOptions::default(), FieldTable::default()).await?;
+    channel.queue_declare(dlq.as_str().into(), durable_queue(), dlq_args).await?;
+    channel
+        .queue_bind(dlq.into(), dlx.into(), name.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
 
-    channel.queue_declare(&name, durable_queue(), queue_arguments(bus, queue)).await?;
+    channel.queue_declare(name.as_str().into(), durable_queue(), queue_arguments(bus, queue)).await?;
     for key in bindings {
-        channel.queue_bind(&name, bus.exchange(), key, QueueBindOptions::default(), FieldTable::default()).await?;
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                bus.exchange().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
     }
     Ok(())
 }

@@ -188,7 +188,7 @@ impl Worker {
         };
         let result = self.consume(&connection, name, backoff, unbound, shutdown).await;
         if connection.status().connected() {
-            let _ = connection.close(200, "consumer stopping").await;
+            let _ = connection.close(200, "consumer stopping".into()).await;
         }
         result
     }
@@ -208,8 +208,14 @@ impl Worker {
             amqp::declare_consumer_topology(&channel, &self.bus, &self.consumer.queue, &self.consumer.bindings).await?;
             unbound.bound();
             channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
-            let deliveries =
-                channel.basic_consume(&queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
+            let deliveries = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
             anyhow::Ok((channel, deliveries))
         };
         // A broker that accepts the connection and then stalls must not delay shutdown.
@@ -227,7 +233,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let _ = channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                     retries.shutdown().await;
                     return Ok(());
                 }

@@ -49,7 +49,9 @@ pub async fn list_dead_letters(bus: &EventBus, queue: &str, limit: usize) -> any
     let mut out = Vec::new();
     // Unacknowledged gets stay in the queue: closing the channel returns them in order.
     while out.len() < limit {
-        let Some(message) = channel.basic_get(&dlq, BasicGetOptions { no_ack: false }).await? else { break };
+        let Some(message) = channel.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? else {
+            break;
+        };
         let envelope = Envelope::decode(message.delivery.data.as_slice()).ok();
         out.push(DeadLetter {
             event_id: envelope.as_ref().map(|e| e.id.clone()),
@@ -62,8 +64,8 @@ pub async fn list_dead_letters(bus: &EventBus, queue: &str, limit: usize) -> any
             size: message.delivery.data.len(),
         });
     }
-    channel.close(200, "listed").await?;
-    connection.close(200, "listed").await?;
+    channel.close(200, "listed".into()).await?;
+    connection.close(200, "listed".into()).await?;
     Ok(out)
 }
 
@@ -79,7 +81,9 @@ pub async fn replay_dead_letters(bus: &EventBus, queue: &str, limit: usize) -> a
     let target = queue_name(bus, queue);
     let mut replayed = 0;
     while replayed < limit {
-        let Some(message) = channel.basic_get(&dlq, BasicGetOptions { no_ack: false }).await? else { break };
+        let Some(message) = channel.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? else {
+            break;
+        };
         let delivery = message.delivery;
         // Drop the death history so the message starts over; keep every other property.
         let mut kept = FieldTable::default();
@@ -90,15 +94,21 @@ pub async fn replay_dead_letters(bus: &EventBus, queue: &str, limit: usize) -> a
         }
         let properties = delivery.properties.clone().with_headers(kept);
         let confirm = channel
-            .basic_publish("", &target, BasicPublishOptions::default(), &delivery.data, properties)
+            .basic_publish(
+                "".into(),
+                target.as_str().into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
             .await?
             .await?;
         anyhow::ensure!(confirm.is_ack(), "the broker refused the republished message");
         channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()).await?;
         replayed += 1;
     }
-    channel.close(200, "replayed").await?;
-    connection.close(200, "replayed").await?;
+    channel.close(200, "replayed".into()).await?;
+    connection.close(200, "replayed".into()).await?;
     tracing::info!(queue = %target, replayed, "dead letters replayed");
     Ok(replayed)
 }
@@ -109,12 +119,12 @@ pub async fn dead_letter_count(bus: &EventBus, queue: &str) -> anyhow::Result<u3
     let channel = connection.create_channel().await?;
     let declared = channel
         .queue_declare(
-            &dead_letter_queue(bus, queue),
+            dead_letter_queue(bus, queue).into(),
             lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
             FieldTable::default(),
         )
         .await?;
-    channel.close(200, "counted").await?;
-    connection.close(200, "counted").await?;
+    channel.close(200, "counted".into()).await?;
+    connection.close(200, "counted".into()).await?;
     Ok(declared.message_count())
 }

@@ -15,9 +15,8 @@
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use prost::Message;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
@@ -99,7 +98,7 @@ impl Publisher {
 
     async fn close(self) {
         if self.usable() {
-            let _ = self.connection.close(200, "relay stopping").await;
+            let _ = self.connection.close(200, "relay stopping".into()).await;
         }
     }
 }
@@ -221,7 +220,13 @@ impl Relay {
         for (id, event_type, body) in &rows {
             let properties = properties(*id, event_type, body, self.db.schema());
             match channel
-                .basic_publish(self.bus.exchange(), event_type, BasicPublishOptions::default(), body, properties)
+                .basic_publish(
+                    self.bus.exchange().into(),
+                    event_type.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
                 .await
             {
                 Ok(confirm) => confirms.push((*id, confirm)),

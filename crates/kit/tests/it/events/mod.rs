@@ -216,9 +216,7 @@ pub struct Broker {
 
 impl Broker {
     pub async fn connect(url: &str) -> Broker {
-        let properties = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio);
+        let properties = ConnectionProperties::default();
         let connection = Connection::connect(url, properties).await.expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.expect("channel");
         channel.confirm_select(Default::default()).await.expect("confirm mode");
@@ -230,11 +228,11 @@ impl Broker {
         // A passive declare of a missing queue closes its channel: use a channel per question.
         let Ok(channel) = self.connection.create_channel().await else { return 0 };
         let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let count = match channel.queue_declare(queue, options, FieldTable::default()).await {
+        let count = match channel.queue_declare(queue.into(), options, FieldTable::default()).await {
             Ok(q) => q.consumer_count(),
             Err(_) => 0,
         };
-        let _ = channel.close(200, "done").await;
+        let _ = channel.close(200, "done".into()).await;
         count
     }
 
@@ -244,16 +242,16 @@ impl Broker {
         let options = QueueDeclareOptions { auto_delete: true, ..QueueDeclareOptions::default() };
         self.channel
             .exchange_declare(
-                exchange,
+                exchange.into(),
                 lapin::ExchangeKind::Topic,
                 lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
             .expect("declare exchange");
-        self.channel.queue_declare(&queue, options, FieldTable::default()).await.expect("declare tap");
+        self.channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await.expect("declare tap");
         self.channel
-            .queue_bind(&queue, exchange, "#", Default::default(), FieldTable::default())
+            .queue_bind(queue.as_str().into(), exchange.into(), "#".into(), Default::default(), FieldTable::default())
             .await
             .expect("bind tap");
         queue
@@ -262,7 +260,9 @@ impl Broker {
     /// Takes every message currently in `queue`.
     pub async fn drain(&self, queue: &str) -> Vec<lapin::message::Delivery> {
         let mut out = Vec::new();
-        while let Some(message) = self.channel.basic_get(queue, BasicGetOptions::default()).await.expect("basic.get") {
+        while let Some(message) =
+            self.channel.basic_get(queue.into(), BasicGetOptions::default()).await.expect("basic.get")
+        {
             message.delivery.ack(BasicAckOptions::default()).await.expect("ack");
             out.push(message.delivery);
         }
@@ -286,8 +286,8 @@ impl Broker {
     pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) {
         self.channel
             .basic_publish(
-                exchange,
-                routing_key,
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
                 body,
                 BasicProperties::default().with_delivery_mode(2),
