@@ -8,12 +8,15 @@
 //! - `chart`: the Helm chart, Dockerfile and `k8s/` checked offline (lint, render, schemas, pytest).
 //! - `bench`: the benchmark suites (`[[bench]]` targets of the crates they measure) against the
 //!   same throwaway servers.
+//! - `fuzz`: the gateway transcoder's cargo-fuzz target for a bounded time (nightly), or the
+//!   stable replay of its corpus.
 //! - `infra`: starting, probing and stopping the servers; `proc`: child processes and signals;
 //!   `http`: a tiny HTTP/1.1 client for health checks and the seed.
 
 mod bench;
 mod chart;
 mod dev;
+mod fuzz;
 mod http;
 mod infra;
 mod lint;
@@ -62,6 +65,13 @@ enum Cmd {
     /// Markdown table; ratios compare numbers measured in the same run. `--quick` runs them on
     /// small data sets to check that they work.
     Bench(bench::BenchArgs),
+    /// Fuzz the gateway's REST transcoder (cargo-fuzz, nightly) for a bounded time.
+    ///
+    /// Runs `gateway/fuzz`'s targets from their checked-in seeds for --seconds each (default 60,
+    /// or $TRELLIS_FUZZ_SECONDS; 0 skips). Needs rustup with a nightly toolchain and cargo-fuzz;
+    /// --install installs them. Without them it falls back to the stable replay of the corpus
+    /// and the transcoder proptests, unless --require-nightly.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +82,7 @@ fn main() -> ExitCode {
         Cmd::Lint => lint::run(),
         Cmd::Chart(args) => chart::run(&args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: error: {e:#}");

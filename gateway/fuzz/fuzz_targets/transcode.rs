@@ -4,8 +4,9 @@
 //! Input: `METHOD\nPATH\nQUERY\nBODY` (see `trellis_gateway::fuzzing::Input`); seeds live in
 //! `corpus/transcode`, which the normal test suite also replays (`fuzzing` unit tests).
 //!
-//! Run: `cd gateway/fuzz && cargo +nightly fuzz run transcode -- -max_total_time=60`
-//! (see docs/adr/0033 for the nightly build status).
+//! Run: `cargo xtask fuzz` (60 s, as CI does), or by hand
+//! `cd gateway/fuzz && cargo +nightly fuzz run -s none transcode -- -max_total_time=60`
+//! (docs/adr/0033).
 #![no_main]
 
 use std::sync::OnceLock;
