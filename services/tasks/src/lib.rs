@@ -21,6 +21,8 @@
 //! - [`position`]: fractional ordering keys (`after`, `between`).
 //! - [`time`]: timers (one running per user), manual entries, reports.
 //! - [`trash`]: trashed-task lists and purges.
+//! - [`recurrence`]: recurrence rules (cron in a time zone, assignee strategies), their
+//!   `RecurrenceService` and the scheduled sweep creating occurrences (`kit::jobs`).
 //! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
@@ -46,6 +48,7 @@ pub mod error;
 pub mod events;
 pub mod list;
 pub mod position;
+pub mod recurrence;
 pub mod store;
 pub mod task;
 pub mod time;
@@ -59,6 +62,7 @@ use trellis_proto::trellis::common::v1::entity_service_server::EntityServiceServ
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
 use trellis_proto::trellis::tasks::v1::collab_service_server::CollabServiceServer;
+use trellis_proto::trellis::tasks::v1::recurrence_service_server::RecurrenceServiceServer;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskServiceServer;
 use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
@@ -71,6 +75,12 @@ pub fn module() -> Module {
             let tokens = PageTokens::new(runtime.config.cell_secret.as_bytes());
             // The one place to swap in the permissions-service implementation of `Access`.
             let access = Arc::new(access::OrgMembership);
+            let recurrence = recurrence::api::RecurrenceApi::new(
+                runtime.db.clone(),
+                access.clone(),
+                runtime.config.clock.clone(),
+                PageTokens::new(runtime.config.cell_secret.as_bytes()),
+            );
             let api = api::TaskApi::new(runtime.db.clone(), tokens, access);
             Ok(Service::new()
                 .grpc(TaskServiceServer::new(api.clone()))
@@ -78,7 +88,9 @@ pub fn module() -> Module {
                 .grpc(ChecklistServiceServer::new(api.clone()))
                 .grpc(CollabServiceServer::new(api.clone()))
                 .grpc(EntityServiceServer::new(api.clone()))
-                .grpc(TimeServiceServer::new(api)))
+                .grpc(TimeServiceServer::new(api))
+                .grpc(RecurrenceServiceServer::new(recurrence))
+                .job(recurrence::job(runtime.db.clone())))
         })
     })
     .with_scope_resources(SCOPE_RESOURCES)
