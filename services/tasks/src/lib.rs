@@ -23,6 +23,7 @@
 //! - [`trash`]: trashed-task lists and purges.
 //! - [`recurrence`]: recurrence rules (cron in a time zone, assignee strategies), their
 //!   `RecurrenceService` and the scheduled sweep creating occurrences (`kit::jobs`).
+//! - [`overdue`]: the minute sweep publishing `tasks.task.overdue` once per task per day.
 //! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
@@ -47,6 +48,7 @@ pub mod entity;
 pub mod error;
 pub mod events;
 pub mod list;
+pub mod overdue;
 pub mod position;
 pub mod recurrence;
 pub mod store;
@@ -90,7 +92,8 @@ pub fn module() -> Module {
                 .grpc(EntityServiceServer::new(api.clone()))
                 .grpc(TimeServiceServer::new(api))
                 .grpc(RecurrenceServiceServer::new(recurrence))
-                .job(recurrence::job(runtime.db.clone())))
+                .job(recurrence::job(runtime.db.clone()))
+                .job(overdue::job(runtime.db.clone())))
         })
     })
     .with_scope_resources(SCOPE_RESOURCES)

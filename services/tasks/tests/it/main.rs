@@ -8,6 +8,7 @@ mod common;
 mod dependencies;
 mod entities;
 mod moves;
+mod overdue;
 mod recurrence;
 mod rest;
 mod rls;
