@@ -23,6 +23,8 @@
 //! - [`trash`]: trashed-task lists and purges.
 //! - [`recurrence`]: recurrence rules (cron in a time zone, assignee strategies), their
 //!   `RecurrenceService` and the scheduled sweep creating occurrences (`kit::jobs`).
+//! - [`automation`]: board automations (validation with paths, the `tasks.automations` consumer
+//!   running matching actions with loop protection) and `AutomationService`.
 //! - [`overdue`]: the minute sweep publishing `tasks.task.overdue` once per task per day.
 //! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
@@ -40,6 +42,7 @@
 
 pub mod access;
 pub mod api;
+pub mod automation;
 pub mod board;
 pub mod checklist;
 pub mod collab;
@@ -61,6 +64,7 @@ use trellis_kit::paging::PageTokens;
 use trellis_kit::{Module, Service};
 
 use trellis_proto::trellis::common::v1::entity_service_server::EntityServiceServer;
+use trellis_proto::trellis::tasks::v1::automation_service_server::AutomationServiceServer;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
 use trellis_proto::trellis::tasks::v1::collab_service_server::CollabServiceServer;
@@ -83,6 +87,9 @@ pub fn module() -> Module {
                 runtime.config.clock.clone(),
                 PageTokens::new(runtime.config.cell_secret.as_bytes()),
             );
+            let automations =
+                automation::api::AutomationApi::new(runtime.db.clone(), access.clone(), runtime.config.clock.clone());
+            let engine = automation::engine::Automations::new(access.clone(), runtime.config.clock.clone());
             let api = api::TaskApi::new(runtime.db.clone(), tokens, access);
             Ok(Service::new()
                 .grpc(TaskServiceServer::new(api.clone()))
@@ -93,7 +100,9 @@ pub fn module() -> Module {
                 .grpc(TimeServiceServer::new(api))
                 .grpc(RecurrenceServiceServer::new(recurrence))
                 .job(recurrence::job(runtime.db.clone()))
-                .job(overdue::job(runtime.db.clone())))
+                .job(overdue::job(runtime.db.clone()))
+                .grpc(AutomationServiceServer::new(automations))
+                .consumer(engine.consumer()))
         })
     })
     .with_scope_resources(SCOPE_RESOURCES)

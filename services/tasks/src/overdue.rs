@@ -52,7 +52,7 @@ pub fn overdue(task: &TaskRow, watcher_ids: &[Uuid], overdue_days: i16) -> proto
         assignee_id: id(task.assignee_id),
         creator_id: id(task.created_by),
         watcher_ids: watcher_ids.iter().map(Uuid::to_string).collect(),
-        cause: None,
+        cause: crate::events::cause(),
         due_date: timestamp(task.due_date),
         overdue_days: i32::from(overdue_days),
     }
