@@ -79,6 +79,15 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How often a service's scheduler looks for due occurrences of its periodic jobs.
+    #[arg(long, env = "JOBS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub jobs_poll_interval: Duration,
+
+    /// The time source of the service and its scheduled jobs (the system clock; tests install a
+    /// `kit::jobs::TestClock`).
+    #[arg(skip)]
+    pub clock: crate::jobs::SharedClock,
+
     /// Where each service is reached by the others.
     #[command(flatten)]
     pub urls: ServiceUrls,

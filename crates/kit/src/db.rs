@@ -7,7 +7,7 @@
 //! tenant filter sees nothing rather than another tenant's rows.
 //!
 //! [`migrate`] runs as the owner (the admin URL): it creates the role and schema, applies kit's
-//! own tables (outbox, inbox) and then the service's embedded migrations, and grants the role
+//! own tables (outbox, inbox, scheduled jobs) and then the service's embedded migrations, and grants the role
 //! what it needs.
 
 use std::time::Duration;
@@ -124,6 +124,7 @@ pub fn on_constraint(e: sqlx::Error, constraint: &str, err: impl FnOnce() -> Err
 /// Forward-only; each entry is applied once and recorded in `<schema>.kit_migrations`.
 const KIT_MIGRATIONS: &[(i32, &str, &str, Part)] = &[
     (1, "tenant functions, outbox, inbox", include_str!("../migrations/0001_kit.sql"), Part::Core),
+    (7, "scheduled jobs", include_str!("../migrations/0007_jobs.sql"), Part::Core),
     (101, "collab: comments, tags, links, activity", include_str!("../migrations/collab_0001.sql"), Part::Collab),
 ];
 

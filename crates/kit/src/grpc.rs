@@ -108,6 +108,13 @@ pub async fn launch(launch: Launch) -> anyhow::Result<Running> {
         let label = format!("{name} consumer {}", consumer.queue);
         tasks.push((label, tokio::spawn(events::run_consumer(bus.clone(), db.clone(), consumer, shutdown.clone()))));
     }
+    if !service.jobs.is_empty() {
+        let scheduler = crate::jobs::Scheduler::new(&db, config.clock.clone(), service.jobs);
+        tasks.push((
+            format!("{name} scheduled jobs"),
+            tokio::spawn(scheduler.run(config.jobs_poll_interval, shutdown.clone())),
+        ));
+    }
     for (worker, fut) in service.workers {
         tasks.push((format!("{name} {worker}"), tokio::spawn(fut)));
     }

@@ -18,6 +18,8 @@
 //! - [`filter`]: AIP-160 `filter` and `order_by` over declared fields, into bound SQL.
 //! - [`paging`]: opaque, tamper-evident page tokens.
 //! - [`ratelimit`]: fixed-window rate limits counted in Redis (RATE_LIMITED with RetryInfo).
+//! - [`jobs`]: replica-safe periodic jobs (a `kit_jobs` watermark per job, claimed with
+//!   `FOR UPDATE SKIP LOCKED`) and the [`jobs::Clock`] tests control.
 //! - [`module`] and [`grpc`]: what a service crate exports, and how it is served.
 //!
 //! A request flows: gRPC server ([`grpc`]: deadline, concurrency limit, authentication into a
@@ -35,6 +37,7 @@ pub mod error;
 pub mod events;
 pub mod filter;
 pub mod grpc;
+pub mod jobs;
 pub mod module;
 pub mod org_relationships;
 pub mod paging;

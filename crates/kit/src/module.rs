@@ -2,8 +2,8 @@
 //!
 //! `services/<name>/src/lib.rs` exposes `pub fn module(..) -> kit::Module`. The binary (or a test)
 //! migrates it, connects its pool, calls [`Module::start`] with a [`Runtime`], and serves the
-//! returned [`Service`]: gRPC routes, background workers (outbox relay, schedulers) and event
-//! consumers.
+//! returned [`Service`]: gRPC routes, background workers (outbox relay), periodic jobs
+//! ([`crate::jobs`]) and event consumers.
 
 use std::fmt;
 use std::sync::Arc;
@@ -114,6 +114,7 @@ pub struct Service {
     pub(crate) names: Vec<&'static str>,
     pub(crate) workers: Vec<(&'static str, BoxFuture<'static, anyhow::Result<()>>)>,
     pub(crate) consumers: Vec<Consumer>,
+    pub(crate) jobs: Vec<crate::jobs::Job>,
 }
 
 impl fmt::Debug for Service {
@@ -121,6 +122,7 @@ impl fmt::Debug for Service {
         f.debug_struct("Service")
             .field("names", &self.names)
             .field("consumers", &self.consumers.len())
+            .field("jobs", &self.jobs)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +163,13 @@ impl Service {
     /// Adds an event consumer.
     pub fn consumer(mut self, consumer: Consumer) -> Self {
         self.consumers.push(consumer);
+        self
+    }
+
+    /// Adds a periodic job, run by the service's [`crate::jobs::Scheduler`] once per occurrence
+    /// across all replicas (missed occurrences are caught up after a restart).
+    pub fn job(mut self, job: crate::jobs::Job) -> Self {
+        self.jobs.push(job);
         self
     }
 

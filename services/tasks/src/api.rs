@@ -1192,7 +1192,7 @@ fn link_to_proto(l: &trellis_kit::collab::Link) -> proto::EntityLink {
     }
 }
 
-fn json_to_struct(value: &serde_json::Value) -> prost_types::Struct {
+pub(crate) fn json_to_struct(value: &serde_json::Value) -> prost_types::Struct {
     fn convert(value: &serde_json::Value) -> prost_types::Value {
         use prost_types::value::Kind;
         let kind = match value {

@@ -20,6 +20,22 @@ pub const TASK_ASSIGNED: &str = "tasks.task.assigned";
 /// Routing key of [`proto::TaskUpdated`].
 pub const TASK_UPDATED: &str = "tasks.task.updated";
 
+tokio::task_local! {
+    /// The automation run whose actions are staging events (loop protection, Rule 33).
+    static CAUSE: proto::EventCause;
+}
+
+/// The cause every task event staged in this task carries: the automation run being executed
+/// (see [`with_cause`]), none for people's changes.
+pub fn cause() -> Option<proto::EventCause> {
+    CAUSE.try_with(Clone::clone).ok()
+}
+
+/// Runs `fut` with every task event it stages carrying `cause`.
+pub async fn with_cause<F: std::future::Future>(cause: proto::EventCause, fut: F) -> F::Output {
+    CAUSE.scope(cause, fut).await
+}
+
 fn id(id: Option<Uuid>) -> String {
     id.map(|i| i.to_string()).unwrap_or_default()
 }
@@ -51,7 +67,7 @@ pub fn created(task: &TaskRow, watcher_ids: &[Uuid]) -> proto::TaskCreated {
         assignee_id: id(task.assignee_id),
         creator_id: id(task.created_by),
         watcher_ids: ids(watcher_ids),
-        cause: None,
+        cause: cause(),
         status: status(task),
         priority: priority(task),
         column_id: task.column_id.to_string(),
@@ -73,7 +89,7 @@ pub fn assigned(task: &TaskRow, watcher_ids: &[Uuid], previous: Option<Uuid>, no
         assignee_id: id(task.assignee_id),
         creator_id: id(task.created_by),
         watcher_ids: ids(watcher_ids),
-        cause: None,
+        cause: cause(),
         previous_assignee_id: id(previous),
         note: note.to_string(),
     }
@@ -100,7 +116,7 @@ pub fn unassigned(task: &TaskRow, watcher_ids: &[Uuid], previous: Uuid) -> proto
         assignee_id: id(task.assignee_id),
         creator_id: id(task.created_by),
         watcher_ids: ids(watcher_ids),
-        cause: None,
+        cause: cause(),
         changed_fields: vec!["assignee_id".to_string()],
         changes: [("assignee_id".to_string(), change)].into_iter().collect(),
     }
@@ -198,7 +214,7 @@ macro_rules! task_event {
             assignee_id: c.assignee_id,
             creator_id: c.creator_id,
             watcher_ids: c.watcher_ids,
-            cause: None,
+            cause: cause(),
             $($field: $value),*
         }
     }};

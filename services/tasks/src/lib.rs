@@ -21,6 +21,11 @@
 //! - [`position`]: fractional ordering keys (`after`, `between`).
 //! - [`time`]: timers (one running per user), manual entries, reports.
 //! - [`trash`]: trashed-task lists and purges.
+//! - [`recurrence`]: recurrence rules (cron in a time zone, assignee strategies), their
+//!   `RecurrenceService` and the scheduled sweep creating occurrences (`kit::jobs`).
+//! - [`automation`]: board automations (validation with paths, the `tasks.automations` consumer
+//!   running matching actions with loop protection) and `AutomationService`.
+//! - [`overdue`]: the minute sweep publishing `tasks.task.overdue` once per task per day.
 //! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
 //! - [`access`]: the single seam for permission checks ([`access::Access`]).
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
@@ -37,6 +42,7 @@
 
 pub mod access;
 pub mod api;
+pub mod automation;
 pub mod board;
 pub mod checklist;
 pub mod collab;
@@ -45,7 +51,9 @@ pub mod entity;
 pub mod error;
 pub mod events;
 pub mod list;
+pub mod overdue;
 pub mod position;
+pub mod recurrence;
 pub mod store;
 pub mod task;
 pub mod time;
@@ -56,9 +64,11 @@ use trellis_kit::paging::PageTokens;
 use trellis_kit::{Module, Service};
 
 use trellis_proto::trellis::common::v1::entity_service_server::EntityServiceServer;
+use trellis_proto::trellis::tasks::v1::automation_service_server::AutomationServiceServer;
 use trellis_proto::trellis::tasks::v1::board_service_server::BoardServiceServer;
 use trellis_proto::trellis::tasks::v1::checklist_service_server::ChecklistServiceServer;
 use trellis_proto::trellis::tasks::v1::collab_service_server::CollabServiceServer;
+use trellis_proto::trellis::tasks::v1::recurrence_service_server::RecurrenceServiceServer;
 use trellis_proto::trellis::tasks::v1::task_service_server::TaskServiceServer;
 use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
@@ -71,6 +81,15 @@ pub fn module() -> Module {
             let tokens = PageTokens::new(runtime.config.cell_secret.as_bytes());
             // The one place to swap in the permissions-service implementation of `Access`.
             let access = Arc::new(access::OrgMembership);
+            let recurrence = recurrence::api::RecurrenceApi::new(
+                runtime.db.clone(),
+                access.clone(),
+                runtime.config.clock.clone(),
+                PageTokens::new(runtime.config.cell_secret.as_bytes()),
+            );
+            let automations =
+                automation::api::AutomationApi::new(runtime.db.clone(), access.clone(), runtime.config.clock.clone());
+            let engine = automation::engine::Automations::new(access.clone(), runtime.config.clock.clone());
             let api = api::TaskApi::new(runtime.db.clone(), tokens, access);
             Ok(Service::new()
                 .grpc(TaskServiceServer::new(api.clone()))
@@ -78,7 +97,12 @@ pub fn module() -> Module {
                 .grpc(ChecklistServiceServer::new(api.clone()))
                 .grpc(CollabServiceServer::new(api.clone()))
                 .grpc(EntityServiceServer::new(api.clone()))
-                .grpc(TimeServiceServer::new(api)))
+                .grpc(TimeServiceServer::new(api))
+                .grpc(RecurrenceServiceServer::new(recurrence))
+                .job(recurrence::job(runtime.db.clone()))
+                .job(overdue::job(runtime.db.clone()))
+                .grpc(AutomationServiceServer::new(automations))
+                .consumer(engine.consumer()))
         })
     })
     .with_scope_resources(SCOPE_RESOURCES)

@@ -140,3 +140,18 @@ pub async fn outbox(cell: &TestCell) -> Vec<Envelope> {
         .unwrap_or_else(|e| panic!("reading the outbox: {e}"));
     rows.iter().map(|b| Envelope::decode(b.as_slice()).unwrap_or_else(|e| panic!("outbox envelope: {e}"))).collect()
 }
+
+/// The configuration of a cell whose services and scheduled jobs read time from `clock`, with
+/// the scheduler polling every 50 ms so that moving the clock takes effect at once.
+pub async fn clocked_config(clock: &trellis_kit::jobs::TestClock) -> trellis_kit::config::Config {
+    let mut config = trellis_kit::testing::test_config(&trellis_kit::testing::TestEnv::get()).await;
+    config.clock = clock.clone().into();
+    config.jobs_poll_interval = std::time::Duration::from_millis(50);
+    config
+}
+
+/// A cell running the tasks module with `config` (a second call with the same configuration is
+/// a second replica on the same database and exchange).
+pub async fn cell_with(config: &trellis_kit::config::Config) -> TestCell {
+    TestCell::start_with(config.clone(), vec![trellis_tasks::module()]).await
+}

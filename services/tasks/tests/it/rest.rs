@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::common::cell;
 
-struct Rest {
+pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -16,7 +16,7 @@ struct Rest {
 }
 
 impl Rest {
-    async fn start(cell: &TestCell) -> Rest {
+    pub(crate) async fn start(cell: &TestCell) -> Rest {
         let gateway = Builder::new(cell.config.clone(), GatewayConfig::from_env())
             .authenticator(cell.auth.clone())
             .spawn()
@@ -30,7 +30,7 @@ impl Rest {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -42,7 +42,7 @@ impl Rest {
     }
 }
 
-fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }
 
