@@ -146,6 +146,17 @@ pub trait TupleReader: Send {
         ty: &str,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send;
+
+    /// The resource ids of the relationships `ty:…#relation@subject_type:id[#subject_relation]`
+    /// for every id of `subject_ids` (the reverse walk of LookupResources).
+    fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EvalError>> + Send;
 }
 
 impl<R: TupleReader> TupleReader for &mut R {
@@ -164,6 +175,17 @@ impl<R: TupleReader> TupleReader for &mut R {
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send {
         (**self).read_by_subject(ty, ids)
+    }
+
+    fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EvalError>> + Send {
+        (**self).read_reverse(ty, relation, subject_type, subject_ids, subject_relation)
     }
 }
 
@@ -197,6 +219,30 @@ impl TupleReader for MemoryStore {
         self.reads += 1;
         let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
         Ok(self.tuples.iter().filter(|t| t.subject.ty == ty && ids.contains(t.subject.id.as_str())).cloned().collect())
+    }
+
+    async fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> Result<Vec<String>, EvalError> {
+        self.reads += 1;
+        let ids: HashSet<&str> = subject_ids.iter().map(String::as_str).collect();
+        Ok(self
+            .tuples
+            .iter()
+            .filter(|t| {
+                t.resource.ty == ty
+                    && t.relation == relation
+                    && t.subject.ty == subject_type
+                    && t.subject.relation == subject_relation
+                    && ids.contains(t.subject.id.as_str())
+            })
+            .map(|t| t.resource.id.clone())
+            .collect())
     }
 }
 
@@ -564,6 +610,9 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
 
     /// Resources of `ty` on which `subject` holds `permission`, in id order after `cursor`, at most
     /// `limit`. Returns the ids and whether more may follow (then continue from the last id).
+    ///
+    /// The reverse walk ([`reverse`]) computes the whole set from the subject outward; where it
+    /// would not be exact, candidates are checked one by one.
     pub async fn lookup_resources(
         &mut self,
         ty: &str,
@@ -573,6 +622,26 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
         limit: usize,
     ) -> Result<(Vec<String>, bool), EvalError> {
         self.validate(ty, permission)?;
+        let Some(found) = self.reverse_walk(ty, permission, subject).await? else {
+            return self.lookup_by_candidates(ty, permission, subject, cursor, limit).await;
+        };
+        let mut ids: Vec<String> = found.into_iter().filter(|id| cursor.is_none_or(|c| id.as_str() > c)).collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        Ok((ids, more))
+    }
+
+    /// LookupResources by checking every object from which the subject is reachable through stored
+    /// rows (the fallback of the reverse walk).
+    async fn lookup_by_candidates(
+        &mut self,
+        ty: &str,
+        permission: &str,
+        subject: &SubjectRef,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), EvalError> {
         // Candidates: every object from which the subject is reachable through stored rows.
         let mut seen: HashSet<ObjectRef> = HashSet::new();
         let mut frontier: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -833,6 +902,8 @@ pub enum ExpandNode {
     Exclusion(Box<ExpandNode>, Box<ExpandNode>),
     Nil,
 }
+
+mod reverse;
 
 #[cfg(test)]
 mod tests;

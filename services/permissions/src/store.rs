@@ -139,6 +139,32 @@ impl TupleReader for PgReader<'_> {
         .map_err(store_err)?;
         Ok(rows.into_iter().map(to_tuple).collect())
     }
+
+    async fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> Result<Vec<String>, EvalError> {
+        self.queries += 1;
+        // The prefix of `relationships_by_subject`, in full.
+        sqlx::query_scalar(
+            "select resource_id::text from permissions.relationships
+              where org_id = any($1) and subject_type = $2 and subject_id = any($3) and subject_relation = $4
+                and resource_type = $5 and relation = $6",
+        )
+        .bind(&self.orgs[..])
+        .bind(subject_type)
+        .bind(subject_ids)
+        .bind(subject_relation)
+        .bind(ty)
+        .bind(relation)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(store_err)
+    }
 }
 
 /// A relationship write operation.
