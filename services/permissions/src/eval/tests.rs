@@ -97,6 +97,32 @@ fn lookup_resources_past_the_depth_limit_checks_candidates_like_check() {
 }
 
 #[test]
+fn a_permission_reads_all_its_relations_on_an_object_at_once() {
+    // view = viewer + edit, edit = owner + editor + org->administer: the document's four relations
+    // are one read, then one read per level of team nesting.
+    let s = schema(
+        "definition test_doc {\n relation org: organization\n relation owner: user\n relation editor: user | team#member\n relation viewer: user | team#member\n permission edit = owner + editor + org->administer\n permission view = viewer + edit\n}",
+    );
+    let store = tuples(&[
+        "test_doc:d#org@organization:o",
+        "test_doc:d#owner@user:owner",
+        "test_doc:d#viewer@user:someone",
+        "test_doc:d#editor@team:parent#member",
+        "team:parent#member@team:child#member",
+        "team:child#member@user:u",
+    ]);
+    let d = ObjectRef::new("test_doc", "d");
+    let mut ev = Evaluator::new(&s, store.clone(), 50);
+    assert_eq!(block_on(ev.check(&d, "view", &SubjectRef::new("user", "u"))), Ok(true));
+    assert_eq!(ev.reader().reads, 3, "document, parent team, child team");
+    let mut ev = Evaluator::new(&s, store, 50);
+    assert_eq!(block_on(ev.check(&d, "view", &SubjectRef::new("user", "nobody"))), Ok(false));
+    let keys: BTreeSet<_> = ev.read_keys().into_iter().collect();
+    assert!(keys.contains(&("test_doc".to_owned(), "d".to_owned(), "org".to_owned())), "{keys:?}");
+    assert!(ev.reader().reads <= 6, "{} reads", ev.reader().reads);
+}
+
+#[test]
 fn unknown_permission_and_type() {
     let s = schema("");
     let mut ev = Evaluator::new(&s, MemoryStore::default(), 50);
