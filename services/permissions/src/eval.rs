@@ -139,6 +139,15 @@ pub trait TupleReader: Send {
         relation: &str,
     ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send;
 
+    /// The relationships `ty:id#relation@…` for every id of `ids` and relation of `relations` (one
+    /// round trip for all the relations a permission reads on its objects).
+    fn read_many(
+        &mut self,
+        ty: &str,
+        ids: &[String],
+        relations: &[String],
+    ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send;
+
     /// The relationships whose subject object is `ty:id` (any subject relation) for every id of
     /// `ids`; `*` in `ids` reads wildcard rows.
     fn read_by_subject(
@@ -146,6 +155,17 @@ pub trait TupleReader: Send {
         ty: &str,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send;
+
+    /// The resource ids of the relationships `ty:…#relation@subject_type:id[#subject_relation]`
+    /// for every id of `subject_ids` (the reverse walk of LookupResources).
+    fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EvalError>> + Send;
 }
 
 impl<R: TupleReader> TupleReader for &mut R {
@@ -158,12 +178,32 @@ impl<R: TupleReader> TupleReader for &mut R {
         (**self).read(ty, ids, relation)
     }
 
+    fn read_many(
+        &mut self,
+        ty: &str,
+        ids: &[String],
+        relations: &[String],
+    ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send {
+        (**self).read_many(ty, ids, relations)
+    }
+
     fn read_by_subject(
         &mut self,
         ty: &str,
         ids: &[String],
     ) -> impl Future<Output = Result<Vec<Tuple>, EvalError>> + Send {
         (**self).read_by_subject(ty, ids)
+    }
+
+    fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EvalError>> + Send {
+        (**self).read_reverse(ty, relation, subject_type, subject_ids, subject_relation)
     }
 }
 
@@ -193,10 +233,45 @@ impl TupleReader for MemoryStore {
             .collect())
     }
 
+    async fn read_many(&mut self, ty: &str, ids: &[String], relations: &[String]) -> Result<Vec<Tuple>, EvalError> {
+        self.reads += 1;
+        let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        Ok(self
+            .tuples
+            .iter()
+            .filter(|t| t.resource.ty == ty && relations.contains(&t.relation) && ids.contains(t.resource.id.as_str()))
+            .cloned()
+            .collect())
+    }
+
     async fn read_by_subject(&mut self, ty: &str, ids: &[String]) -> Result<Vec<Tuple>, EvalError> {
         self.reads += 1;
         let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
         Ok(self.tuples.iter().filter(|t| t.subject.ty == ty && ids.contains(t.subject.id.as_str())).cloned().collect())
+    }
+
+    async fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> Result<Vec<String>, EvalError> {
+        self.reads += 1;
+        let ids: HashSet<&str> = subject_ids.iter().map(String::as_str).collect();
+        Ok(self
+            .tuples
+            .iter()
+            .filter(|t| {
+                t.resource.ty == ty
+                    && t.relation == relation
+                    && t.subject.ty == subject_type
+                    && t.subject.relation == subject_relation
+                    && ids.contains(t.subject.id.as_str())
+            })
+            .map(|t| t.resource.id.clone())
+            .collect())
     }
 }
 
@@ -240,6 +315,8 @@ pub struct Evaluator<'s, R> {
     max_depth: u32,
     rows: HashMap<(String, String, String), Arc<Vec<Tuple>>>,
     memo: HashMap<Key, (bool, u32)>,
+    /// The relations each `(type, permission)` reads on its own object (schema-derived).
+    locals: HashMap<(String, String), Arc<[String]>>,
     path: Vec<Key>,
     subject: SubjectRef,
     ignore_wildcards: bool,
@@ -253,6 +330,7 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
             max_depth: max_depth.clamp(1, MAX_MAX_DEPTH),
             rows: HashMap::new(),
             memo: HashMap::new(),
+            locals: HashMap::new(),
             path: Vec::new(),
             subject: SubjectRef::new("", ""),
             ignore_wildcards: false,
@@ -306,28 +384,62 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
     }
 
     async fn load(&mut self, ty: &str, ids: &[String], relation: &str) -> Result<(), EvalError> {
-        let missing: Vec<String> = {
-            let mut seen = HashSet::new();
-            ids.iter()
-                .filter(|id| !self.rows.contains_key(&(ty.to_owned(), (*id).clone(), relation.to_owned())))
-                .filter(|id| seen.insert((*id).clone()))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let rows = self.reader.read(ty, &missing, relation).await?;
-        let mut by_id: HashMap<String, Vec<Tuple>> = missing.iter().map(|id| (id.clone(), Vec::new())).collect();
-        for t in rows {
-            if let Some(v) = by_id.get_mut(&t.resource.id) {
-                v.push(t);
+        self.load_many(ty, ids, std::slice::from_ref(&relation.to_owned())).await
+    }
+
+    /// Loads the rows of every `(id, relation)` not loaded yet, in one read.
+    async fn load_many(&mut self, ty: &str, ids: &[String], relations: &[String]) -> Result<(), EvalError> {
+        let mut want_ids: Vec<String> = Vec::new();
+        let mut want_rels: BTreeSet<&String> = BTreeSet::new();
+        let mut seen = HashSet::new();
+        let mut key = (ty.to_owned(), String::new(), String::new());
+        for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            key.1.clone_from(id);
+            let mut missing = false;
+            for rel in relations {
+                key.2.clone_from(rel);
+                if !self.rows.contains_key(&key) {
+                    missing = true;
+                    want_rels.insert(rel);
+                }
+            }
+            if missing {
+                want_ids.push(id.clone());
             }
         }
-        for (id, v) in by_id {
-            self.rows.insert((ty.to_owned(), id, relation.to_owned()), Arc::new(v));
+        if want_ids.is_empty() {
+            return Ok(());
+        }
+        let want_rels: Vec<String> = want_rels.into_iter().cloned().collect();
+        let rows = if let [rel] = want_rels.as_slice() {
+            self.reader.read(ty, &want_ids, rel).await?
+        } else {
+            self.reader.read_many(ty, &want_ids, &want_rels).await?
+        };
+        let mut by_key: HashMap<(String, String), Vec<Tuple>> = HashMap::new();
+        for t in rows {
+            by_key.entry((t.resource.id.clone(), t.relation.clone())).or_default().push(t);
+        }
+        for id in &want_ids {
+            for rel in &want_rels {
+                let v = by_key.remove(&(id.clone(), rel.clone())).unwrap_or_default();
+                self.rows.entry((ty.to_owned(), id.clone(), rel.clone())).or_insert_with(|| Arc::new(v));
+            }
         }
         Ok(())
+    }
+
+    /// The relations `name` on `ty` reads on its own object, memoised per evaluator.
+    fn locals(&mut self, ty: &str, name: &str) -> Arc<[String]> {
+        if let Some(v) = self.locals.get(&(ty.to_owned(), name.to_owned())) {
+            return v.clone();
+        }
+        let v: Arc<[String]> = self.local_relations(ty, name).into_iter().collect();
+        self.locals.insert((ty.to_owned(), name.to_owned()), v.clone());
+        v
     }
 
     async fn rows_of(&mut self, obj: &ObjectRef, relation: &str) -> Result<Arc<Vec<Tuple>>, EvalError> {
@@ -339,17 +451,19 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
         Ok(self.rows.get(&key).cloned().unwrap_or_default())
     }
 
-    /// Prefetches `name` on many objects when `name` is a relation (otherwise a no-op: the
-    /// permission's own relations are fetched when it is evaluated).
+    /// Prefetches, on many objects, the relations `name` reads on each of them: `name` itself when
+    /// it is a relation, every relation its expression reads on the object when it is a permission
+    /// (one read per type).
     async fn prefetch(&mut self, objs: &[ObjectRef], name: &str) -> Result<(), EvalError> {
         let mut by_type: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for o in objs {
-            if self.schema.relation(&o.ty, name).is_some() {
-                by_type.entry(&o.ty).or_default().push(o.id.clone());
-            }
+            by_type.entry(&o.ty).or_default().push(o.id.clone());
         }
         for (ty, ids) in by_type {
-            self.load(ty, &ids, name).await?;
+            let rels = self.locals(ty, name);
+            if !rels.is_empty() {
+                self.load_many(ty, &ids, &rels).await?;
+            }
         }
         Ok(())
     }
@@ -388,6 +502,11 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
         match def.permissions.get(name) {
             Some(e) => {
                 let e = e.clone();
+                // Every relation the permission reads on this object, in one round trip.
+                let rels = self.locals(&obj.ty, name);
+                if rels.len() > 1 {
+                    self.load_many(&obj.ty, std::slice::from_ref(&obj.id), &rels).await?;
+                }
                 self.expr(obj, &e, depth).await
             }
             None => Ok(Res::of(Tri::No)),
@@ -564,6 +683,9 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
 
     /// Resources of `ty` on which `subject` holds `permission`, in id order after `cursor`, at most
     /// `limit`. Returns the ids and whether more may follow (then continue from the last id).
+    ///
+    /// The reverse walk ([`reverse`]) computes the whole set from the subject outward; where it
+    /// would not be exact, candidates are checked one by one.
     pub async fn lookup_resources(
         &mut self,
         ty: &str,
@@ -573,6 +695,26 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
         limit: usize,
     ) -> Result<(Vec<String>, bool), EvalError> {
         self.validate(ty, permission)?;
+        let Some(found) = self.reverse_walk(ty, permission, subject).await? else {
+            return self.lookup_by_candidates(ty, permission, subject, cursor, limit).await;
+        };
+        let mut ids: Vec<String> = found.into_iter().filter(|id| cursor.is_none_or(|c| id.as_str() > c)).collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        Ok((ids, more))
+    }
+
+    /// LookupResources by checking every object from which the subject is reachable through stored
+    /// rows (the fallback of the reverse walk).
+    async fn lookup_by_candidates(
+        &mut self,
+        ty: &str,
+        permission: &str,
+        subject: &SubjectRef,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), EvalError> {
         // Candidates: every object from which the subject is reachable through stored rows.
         let mut seen: HashSet<ObjectRef> = HashSet::new();
         let mut frontier: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -833,6 +975,8 @@ pub enum ExpandNode {
     Exclusion(Box<ExpandNode>, Box<ExpandNode>),
     Nil,
 }
+
+mod reverse;
 
 #[cfg(test)]
 mod tests;

@@ -61,8 +61,7 @@ impl Zookie {
 /// A REPEATABLE READ, read-only transaction of `org`: one snapshot for a whole evaluation
 /// (rule 2). The session settings are local to the transaction.
 pub async fn snapshot(db: &Db, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
-    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    let mut tx = db.pool().begin_with("begin isolation level repeatable read, read only").await?;
     sqlx::query("select set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *tx).await?;
     Ok(tx)
 }
@@ -124,6 +123,23 @@ impl TupleReader for PgReader<'_> {
         Ok(rows.into_iter().map(to_tuple).collect())
     }
 
+    async fn read_many(&mut self, ty: &str, ids: &[String], relations: &[String]) -> Result<Vec<Tuple>, EvalError> {
+        self.queries += 1;
+        let rows: Vec<Row> = sqlx::query_as(
+            "select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
+               from permissions.relationships
+              where org_id = any($1) and resource_type = $2 and resource_id = any($3) and relation = any($4)",
+        )
+        .bind(&self.orgs[..])
+        .bind(ty)
+        .bind(ids)
+        .bind(relations)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(store_err)?;
+        Ok(rows.into_iter().map(to_tuple).collect())
+    }
+
     async fn read_by_subject(&mut self, ty: &str, ids: &[String]) -> Result<Vec<Tuple>, EvalError> {
         self.queries += 1;
         let rows: Vec<Row> = sqlx::query_as(
@@ -138,6 +154,32 @@ impl TupleReader for PgReader<'_> {
         .await
         .map_err(store_err)?;
         Ok(rows.into_iter().map(to_tuple).collect())
+    }
+
+    async fn read_reverse(
+        &mut self,
+        ty: &str,
+        relation: &str,
+        subject_type: &str,
+        subject_ids: &[String],
+        subject_relation: &str,
+    ) -> Result<Vec<String>, EvalError> {
+        self.queries += 1;
+        // The prefix of `relationships_by_subject`, in full.
+        sqlx::query_scalar(
+            "select resource_id::text from permissions.relationships
+              where org_id = any($1) and subject_type = $2 and subject_id = any($3) and subject_relation = $4
+                and resource_type = $5 and relation = $6",
+        )
+        .bind(&self.orgs[..])
+        .bind(subject_type)
+        .bind(subject_ids)
+        .bind(subject_relation)
+        .bind(ty)
+        .bind(relation)
+        .fetch_all(&mut *self.conn)
+        .await
+        .map_err(store_err)
     }
 }
 
