@@ -4,7 +4,8 @@
 //! actor `automation:<id>`, through the same `task::change::save` as people's changes. A failure
 //! rolls back to the savepoint (run `failed`, error kept). Events staged by the actions carry
 //! `cause {automation_id, depth + 1}`; events at depth 3 or more are not evaluated (`skipped`,
-//! `depth_limit`) and a rule never runs on an event it caused (`self_trigger`).
+//! `depth_limit`) and a rule never runs on an event it caused (`self_trigger`); more than 100
+//! runs of one rule within 5 minutes switch it off (`rate_limit`, `tasks.automation.disabled`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +32,12 @@ use crate::task::{Priority, Status, change};
 pub const DEPTH_LIMIT: i32 = 3;
 /// Routing key of [`proto::AutomationExecuted`].
 pub const AUTOMATION_EXECUTED: &str = "tasks.automation.executed";
+/// Routing key of [`proto::AutomationDisabled`].
+pub const AUTOMATION_DISABLED: &str = "tasks.automation.disabled";
+/// More runs than this within [`RATE_WINDOW`] switch an automation off.
+pub const RATE_LIMIT: i64 = 100;
+/// The window of [`RATE_LIMIT`].
+pub const RATE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// Routing key of [`proto::AutomationNotified`].
 pub const AUTOMATION_NOTIFIED: &str = "tasks.automation.notified";
 
@@ -177,8 +184,21 @@ impl Automations {
                 continue;
             }
 
-            let clock = Instant::now();
             let ctx = automation_context(event.org_id, automation.id, &event.ctx.correlation_id);
+            if store::recent_runs(tx, automation.id, started_at - RATE_WINDOW).await? >= RATE_LIMIT {
+                run.skip_reason = Some("throttled".into());
+                store::record_run(tx, event.org_id, &run).await?;
+                store::disable(tx, automation.id, "rate_limit").await?;
+                let disabled = proto::AutomationDisabled {
+                    automation_id: automation.id.to_string(),
+                    board_id: board_id.to_string(),
+                    reason: "rate_limit".into(),
+                };
+                kit_events::stage(tx, &ctx, AUTOMATION_DISABLED, &disabled).await?;
+                tracing::warn!(automation_id = %automation.id, "automation disabled: more than {RATE_LIMIT} runs in 5 minutes");
+                continue;
+            }
+            let clock = Instant::now();
             let cause = proto::EventCause { automation_id: automation.id.to_string(), depth: depth + 1 };
             sqlx::query("savepoint automation_run").execute(&mut **tx).await?;
             let outcome = events::with_cause(cause.clone(), self.run_actions(tx, &ctx, &automation, task.id)).await;

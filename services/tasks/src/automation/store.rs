@@ -203,3 +203,28 @@ pub async fn task_tags(tx: &mut Tx, task_id: Uuid) -> Result<Vec<String>> {
     .fetch_all(&mut **tx)
     .await?)
 }
+
+/// Runs of the automation that executed actions (succeeded or failed) since `since`.
+pub async fn recent_runs(tx: &mut Tx, automation_id: Uuid, since: DateTime<Utc>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select count(*) from tasks.automation_runs where automation_id = $1 and started_at >= $2 \
+         and status in ('succeeded', 'failed')",
+    )
+    .bind(automation_id)
+    .bind(since)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Switches an automation off with a reason.
+pub async fn disable(tx: &mut Tx, automation_id: Uuid, reason: &str) -> Result<()> {
+    sqlx::query(
+        "update tasks.automations set enabled = false, disabled_reason = $2, updated_at = now(), \
+         version = version + 1 where id = $1",
+    )
+    .bind(automation_id)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

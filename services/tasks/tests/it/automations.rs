@@ -304,3 +304,62 @@ async fn flow_10_overdue_escalation_changes_the_task_on_day_3_and_nothing_on_day
     );
     assert_eq!(task_changes(&cell, &task.id).await, after_day_3);
 }
+
+#[tokio::test]
+async fn more_than_100_runs_in_5_minutes_disable_an_automation() {
+    let cell = cell().await;
+    let mut me = Caller::new(&cell).await;
+    let board = me.board("Busy", "BSY").await;
+    let mut automations = AutomationServiceClient::new(cell.channel("tasks").await);
+    let rule = automations
+        .create_automation(me.req(proto::CreateAutomationRequest {
+            board_id: board.id.clone(),
+            name: "Everything is urgent".into(),
+            trigger_event: "task.created".into(),
+            conditions: vec![],
+            actions: vec![proto::AutomationAction {
+                r#type: "set_field".into(),
+                field: "priority".into(),
+                value: Some(trellis_tasks::automation::api::from_json(&json!("urgent"))),
+                ..Default::default()
+            }],
+        }))
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}"))
+        .into_inner()
+        .automation
+        .unwrap_or_default();
+    // A hundred runs in the last minutes.
+    let pool = cell.owner_pool().await;
+    sqlx::query(
+        "insert into tasks.automation_runs (id, org_id, automation_id, event_id, status, started_at) \
+         select gen_random_uuid(), $1, $2, gen_random_uuid(), 'succeeded', now() - interval '1 minute' \
+         from generate_series(1, 100)",
+    )
+    .bind(me.org)
+    .bind(rule.id.parse::<Uuid>().unwrap_or_default())
+    .execute(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let task = me.task_in(&board, 1, "One more").await;
+    wait_until(Duration::from_secs(5), || async { !staged(&cell, "tasks.automation.disabled").await.is_empty() }).await;
+    let listed = automations
+        .list_automations(me.req(proto::ListAutomationsRequest { board_id: board.id.clone() }))
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}"))
+        .into_inner()
+        .automations;
+    assert_eq!((listed[0].enabled, listed[0].disabled_reason.as_str()), (false, "rate_limit"));
+    let disabled: proto::AutomationDisabled = payload(&staged(&cell, "tasks.automation.disabled").await[0]);
+    assert_eq!(disabled.automation_id, rule.id);
+    let got = me
+        .client
+        .get_task(me.req(proto::GetTaskRequest { task_id: task.id.clone() }))
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}"))
+        .into_inner()
+        .task
+        .unwrap_or_default();
+    assert_eq!(got.priority, proto::TaskPriority::Medium as i32, "the throttled run changed nothing");
+}
