@@ -45,21 +45,24 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         ("TRELLIS_TEST_REDIS_URL", infra.redis_url()),
         ("TRELLIS_TEST_AMQP_URL", infra.amqp_url()),
     ];
-    if args.quick {
+    // `--quick` after the cargo arguments (`cargo xtask bench -p x --quick`) counts too.
+    let quick = args.quick || args.args.iter().any(|a| a == "--quick");
+    let cargo_args: Vec<&String> = args.args.iter().filter(|a| *a != "--quick").collect();
+    if quick {
         env.push(("TRELLIS_BENCH_QUICK", "1".to_owned()));
     }
 
     let mut runner = cargo();
     runner.arg("bench");
-    let names_packages = args.args.iter().any(|a| a == "-p" || a.starts_with("--package"));
+    let names_packages = cargo_args.iter().any(|a| *a == "-p" || a.starts_with("--package"));
     if !names_packages {
         runner.arg("--workspace");
     }
-    if !args.args.iter().any(|a| a == "--bench" || a.starts_with("--bench=")) {
+    if !cargo_args.iter().any(|a| *a == "--bench" || a.starts_with("--bench=")) {
         // Only bench targets: `cargo bench` alone would also build every library's test harness.
         runner.arg("--benches");
     }
-    runner.args(&args.args).current_dir(&root).envs(env);
+    runner.args(cargo_args).current_dir(&root).envs(env);
     eprintln!("xtask: {}", proc::describe(&runner));
     let status = proc::run_foreground(&mut runner)?;
 
