@@ -23,6 +23,10 @@ use trellis_proto::trellis::permissions::v1::relationship_service_server::Relati
 use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaService;
 use uuid::Uuid;
 
+mod roles;
+
+pub use roles::reexpand_all;
+
 use crate::access::{self, Refusal};
 use crate::cache::{CheckCache, Freshness, Invalidation};
 use crate::eval::{DEFAULT_MAX_DEPTH, EvalError, Evaluator, ExpandNode, ObjectRef, SubjectRef, Tuple};
@@ -419,6 +423,14 @@ impl SchemaService for PermissionsApi {
             }
             Err(RegisterError::Store(e)) => return Err(Error::internal(e).into()),
         };
+        if reg.changed && !req.dry_run {
+            // Custom roles follow the schema: `type:*` gains new grantable pairs, and pairs that
+            // stopped being grantable lose their tuples, in this same transaction (rules 17, 20).
+            let n = reexpand_all(&mut tx, &reg.schema, &format!("service:{}", req.module)).await?;
+            if n > 0 {
+                tracing::info!(changed = n, "custom role grants re-expanded for the new schema");
+            }
+        }
         tx.commit().await.map_err(Error::internal)?;
         if reg.changed && !req.dry_run {
             self.cache.schema_changed().await;

@@ -12,8 +12,11 @@
 //!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
 //! - [`cache`]: the per-replica result cache of Check, with revision-aware invalidation over Redis.
 //! - [`access`]: end-user sharing rules (Grant and Revoke: share, no escalation, membership).
+//! - [`roles`]: custom roles: patterns expanded over the grantable pairs, the tuples a role is
+//!   made of, and their re-expansion on schema changes (`roles::store`: the `roles` table).
 //! - [`api`]: the gRPC handlers (SchemaService; RelationshipService: Write, Delete by filter,
-//!   Read; CheckService: Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch).
+//!   Read; CheckService: Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch;
+//!   AccessService; RoleService in `api::roles`).
 //! - `module()`: what the `trellis` binary serves, plus the changelog retention sweep
 //!   (`PERMISSIONS_CHANGELOG_RETENTION`, migration `0010_changelog_retention.sql`).
 //! - [`identity_events`]: the consumer of identity's events (`permissions.identity`), which
@@ -25,6 +28,7 @@ pub mod cache;
 pub mod eval;
 pub mod identity_events;
 pub mod registry;
+pub mod roles;
 pub mod schema;
 pub mod store;
 #[cfg(test)]
@@ -65,6 +69,7 @@ pub fn module_with(settings: cache::CacheSettings) -> Module {
             use trellis_proto::trellis::permissions::v1::access_service_server::AccessServiceServer;
             use trellis_proto::trellis::permissions::v1::check_service_server::CheckServiceServer;
             use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipServiceServer;
+            use trellis_proto::trellis::permissions::v1::role_service_server::RoleServiceServer;
             use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaServiceServer;
             let cache = cache::CheckCache::new(settings);
             cache.connect_redis(&runtime.config.redis_url).await?;
@@ -91,6 +96,7 @@ pub fn module_with(settings: cache::CacheSettings) -> Module {
                 .grpc(SchemaServiceServer::new(api.clone()))
                 .grpc(RelationshipServiceServer::new(api.clone()))
                 .grpc(CheckServiceServer::new(api.clone()))
+                .grpc(RoleServiceServer::new(api.clone()))
                 .grpc(AccessServiceServer::new(api)))
         })
     });

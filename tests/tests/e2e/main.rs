@@ -7,6 +7,7 @@ mod keys;
 mod organizations;
 mod permissions;
 mod recovery;
+mod roles;
 mod service_tokens;
 mod sessions;
 mod skeleton;

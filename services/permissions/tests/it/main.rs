@@ -264,4 +264,5 @@ mod cache;
 mod grpc;
 mod kit_authz;
 mod registry;
+mod roles;
 mod table;
