@@ -23,6 +23,7 @@ use trellis_proto::trellis::permissions::v1::relationship_service_server::Relati
 use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaService;
 use uuid::Uuid;
 
+mod access_views;
 mod roles;
 
 pub use roles::reexpand_all;
@@ -1098,5 +1099,19 @@ impl AccessService for PermissionsApi {
         let r = request.into_inner();
         let written_at = self.share(&ctx, (r.namespace, r.object_id, r.relation, r.subject), false).await?;
         Ok(Response::new(proto::RevokeResponse { written_at }))
+    }
+
+    async fn my_access(
+        &self,
+        request: Request<proto::MyAccessRequest>,
+    ) -> Result<Response<proto::MyAccessResponse>, Status> {
+        access_views::my_access(self, request).await
+    }
+
+    async fn access_audit(
+        &self,
+        request: Request<proto::AccessAuditRequest>,
+    ) -> Result<Response<proto::AccessAuditResponse>, Status> {
+        access_views::access_audit(self, request).await
     }
 }

@@ -5,13 +5,16 @@
 //!   module schemas, generated custom-role hooks).
 //! - [`eval`]: the evaluator (Check with memoisation, cycle handling and a depth limit; Expand;
 //!   LookupResources; LookupSubjects) over a [`eval::TupleReader`].
+//! - [`explain`]: explanations built on the evaluator's answers: the trace tree of Check
+//!   `with_trace`, its shortest satisfying path, and the grant paths of AccessAudit.
 //! - [`store`]: Postgres storage (migrations `0002_relationships.sql`): snapshot reads,
 //!   validated all-or-nothing writes with preconditions, per-org revisions, the changelog and
 //!   consistency tokens.
 //! - [`registry`]: schema registration: validation against the other modules and the stored
 //!   relationships (RELATION_IN_USE, DEFINITION_IN_USE), history and the merged schema.
 //! - [`cache`]: the per-replica result cache of Check, with revision-aware invalidation over Redis.
-//! - [`access`]: end-user sharing rules (Grant and Revoke: share, no escalation, membership).
+//! - [`access`]: end-user sharing rules (Grant and Revoke: share, no escalation, membership);
+//!   MyAccess and AccessAudit in `api::access_views`.
 //! - [`roles`]: custom roles: patterns expanded over the grantable pairs, the tuples a role is
 //!   made of, and their re-expansion on schema changes (`roles::store`: the `roles` table).
 //! - [`api`]: the gRPC handlers (SchemaService; RelationshipService: Write, Delete by filter,
@@ -26,6 +29,7 @@ pub mod access;
 pub mod api;
 pub mod cache;
 pub mod eval;
+pub mod explain;
 pub mod identity_events;
 pub mod registry;
 pub mod roles;

@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod common;
+mod explain;
 mod keys;
 mod organizations;
 mod permissions;

@@ -21,13 +21,14 @@ definition test_document {
   relation owner: user
   relation editor: user | team#member
   relation viewer: user | team#member
+  relation banned: user
   permission edit = owner + editor + org->administer + org->role__test_document__edit
-  permission view = viewer + edit
+  permission view = (viewer + edit) - banned
   permission share = owner + org->administer
 }
 ";
 
-fn service_token(p: &Platform, service: &str, org: &str) -> String {
+pub(crate) fn service_token(p: &Platform, service: &str, org: &str) -> String {
     let now = chrono::Utc::now().timestamp();
     p.cell.keys.sign(&Claims {
         iss: p.cell.config.jwt_issuer.clone(),
@@ -45,13 +46,13 @@ fn service_token(p: &Platform, service: &str, org: &str) -> String {
     })
 }
 
-fn authed<T>(message: T, token: &str) -> Request<T> {
+pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {
     let mut r = Request::new(message);
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
     r
 }
 
-fn org_of(token: &str) -> String {
+pub(crate) fn org_of(token: &str) -> String {
     use base64::Engine;
     let payload = token.split('.').nth(1).expect("a JWT");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url");
@@ -61,35 +62,47 @@ fn org_of(token: &str) -> String {
 
 /// Registers the test documents module (once identity's schema is there) and writes
 /// `test_document:spec` in `org`.
-async fn documents(p: &Platform, org: &str) {
+pub(crate) async fn documents(p: &Platform, org: &str) {
     let channel = p.cell.channel("permissions").await;
-    let mut schema = SchemaServiceClient::new(channel.clone());
+    let mut schema = SchemaServiceClient::new(channel);
     let req = || pb::WriteSchemaRequest { module: "acceptance".into(), schema: DOCUMENTS.into(), dry_run: false };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while let Err(e) = schema.write_schema(authed(req(), &service_token(p, "acceptance", org))).await {
         assert!(tokio::time::Instant::now() < deadline, "schema: {e:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rel = pb::Relationship {
-        resource: Some(pb::ObjectReference { object_type: "test_document".into(), object_id: "spec".into() }),
-        relation: "org".into(),
-        subject: Some(pb::SubjectReference {
-            object: Some(pb::ObjectReference { object_type: "organization".into(), object_id: org.into() }),
-            optional_relation: String::new(),
-        }),
-    };
-    let req = pb::WriteRelationshipsRequest {
-        updates: vec![pb::RelationshipUpdate { operation: pb::Operation::Touch as i32, relationship: Some(rel) }],
-        preconditions: Vec::new(),
-        source_version: None,
-    };
-    RelationshipServiceClient::new(channel)
+    write_documents(p, org, &[&format!("test_document:spec#org@organization:{org}")]).await;
+}
+
+/// TOUCHes `resource#relation@subject[#relation]` relationships of test documents in `org`.
+pub(crate) async fn write_documents(p: &Platform, org: &str, tuples: &[&str]) {
+    let updates = tuples
+        .iter()
+        .map(|s| {
+            let (res, sub) = s.split_once('@').expect("@");
+            let (res, relation) = res.split_once('#').expect("#");
+            let (rt, rid) = res.split_once(':').expect(":");
+            let (sub, srel) = sub.split_once('#').unwrap_or((sub, ""));
+            let (st, sid) = sub.split_once(':').expect(":");
+            let rel = pb::Relationship {
+                resource: Some(pb::ObjectReference { object_type: rt.into(), object_id: rid.into() }),
+                relation: relation.into(),
+                subject: Some(pb::SubjectReference {
+                    object: Some(pb::ObjectReference { object_type: st.into(), object_id: sid.into() }),
+                    optional_relation: srel.into(),
+                }),
+            };
+            pb::RelationshipUpdate { operation: pb::Operation::Touch as i32, relationship: Some(rel) }
+        })
+        .collect();
+    let req = pb::WriteRelationshipsRequest { updates, preconditions: Vec::new(), source_version: None };
+    RelationshipServiceClient::new(p.cell.channel("permissions").await)
         .write_relationships(authed(req, &service_token(p, "acceptance", org)))
         .await
         .expect("write");
 }
 
-async fn join(p: &Platform, by: &User, email: &str, name: &str, role: &str) -> User {
+pub(crate) async fn join(p: &Platform, by: &User, email: &str, name: &str, role: &str) -> User {
     let invited = p.post("/api/v1/invitations", Some(&by.token), json!({"email": email, "role": role})).await;
     assert_eq!(invited.status, StatusCode::CREATED, "{invited:?}");
     let token = p.invitation_token(email).await;
