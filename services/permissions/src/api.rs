@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use trellis_kit::db::Db;
 use trellis_kit::error::{Error, Violations};
 use trellis_kit::paging::PageTokens;
+use trellis_kit::ratelimit::RateLimiter;
 use trellis_kit::{RequestContext, Subject};
 use trellis_proto::trellis::permissions::v1 as proto;
 use trellis_proto::trellis::permissions::v1::access_service_server::AccessService;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 mod access_views;
 mod roles;
+mod trace;
 
 pub use roles::reexpand_all;
 
@@ -73,12 +75,27 @@ pub struct PermissionsApi {
     cache: Arc<CheckCache>,
     pages: PageTokens,
     watches: Arc<Semaphore>,
+    /// Limits traced checks per user (none in tests that build the API by hand).
+    trace_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl PermissionsApi {
     pub fn new(db: Db, cache: Arc<CheckCache>, pages: PageTokens) -> Self {
         let schema = LoadedSchema { hash: Vec::new(), schema: Arc::new(Schema::default()), checked_at: None };
-        Self { db, schema: Arc::new(RwLock::new(schema)), cache, pages, watches: Arc::new(Semaphore::new(MAX_WATCHES)) }
+        Self {
+            db,
+            schema: Arc::new(RwLock::new(schema)),
+            cache,
+            pages,
+            watches: Arc::new(Semaphore::new(MAX_WATCHES)),
+            trace_limiter: None,
+        }
+    }
+
+    /// Limits traced checks (Check `with_trace`) of users and API keys with `limiter`.
+    pub fn with_trace_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.trace_limiter = Some(limiter);
+        self
     }
 
     /// The result cache.
@@ -666,6 +683,9 @@ impl CheckService for PermissionsApi {
         let resource = object(req.resource.as_ref(), "resource")?;
         let subject = self.checked_subject(&ctx, req.subject.as_ref(), "subject").await?;
         let depth = if req.max_depth == 0 { DEFAULT_MAX_DEPTH } else { req.max_depth.min(DEFAULT_MAX_DEPTH) };
+        if req.with_trace {
+            return Ok(Response::new(self.traced_check(&ctx, &resource, &req.permission, &subject, depth).await?));
+        }
         let schema = self.schema().await?;
         // Answers computed with a lowered depth limit are neither served from nor put in the
         // cache: the limit can change the answer.
@@ -675,6 +695,7 @@ impl CheckService for PermissionsApi {
             return Ok(Response::new(proto::CheckResponse {
                 permissionship: permissionship(has),
                 checked_at: token(org, revision),
+                trace: None,
             }));
         }
         let snapshot_at = Instant::now();
@@ -691,6 +712,7 @@ impl CheckService for PermissionsApi {
         Ok(Response::new(proto::CheckResponse {
             permissionship: permissionship(has),
             checked_at: token(org, revision),
+            trace: None,
         }))
     }
 

@@ -78,7 +78,12 @@ pub fn module_with(settings: cache::CacheSettings) -> Module {
             let cache = cache::CheckCache::new(settings);
             cache.connect_redis(&runtime.config.redis_url).await?;
             let pages = trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes());
-            let api = api::PermissionsApi::new(runtime.db.clone(), cache, pages);
+            let limiter = trellis_kit::ratelimit::RateLimiter::new(
+                &runtime.config.redis_url,
+                &runtime.config.events_queue_prefix,
+            )?;
+            let api = api::PermissionsApi::new(runtime.db.clone(), cache, pages)
+                .with_trace_limiter(std::sync::Arc::new(limiter));
             let retention = changelog_retention();
             let (db, shutdown) = (runtime.db.clone(), runtime.shutdown.clone());
             let sweep = async move {

@@ -1,5 +1,6 @@
-//! "Who can see this and why" through the gateway (permissions spec, flow 10): MyAccess and
-//! AccessAudit, with the organization, its members and team eng made through identity.
+//! "Who can see this and why" through the gateway (permissions spec, flow 10): MyAccess,
+//! AccessAudit and Check with a trace, with the organization, its members and team eng made
+//! through identity.
 
 use std::time::Duration;
 
@@ -95,5 +96,27 @@ async fn my_access_and_the_audit_explain_who_has_access() {
     );
     assert_eq!(p.get(audit, &ada.token).await.status, StatusCode::OK);
     let a = p.get(audit, &bob.token).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{a:?}");
+
+    // Check with a trace: why bob can edit spec, and, once banned, why he cannot view it.
+    let traced = |permission: &str| {
+        json!({"resource": {"object_type": "test_document", "object_id": "spec"}, "permission": permission,
+               "subject": {"object": {"object_type": "user", "object_id": bob.id}}, "with_trace": true})
+    };
+    let a = p.post("/api/v1/permissions/check", Some(&ada.token), traced("edit")).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(a.body["permissionship"], json!("has_permission"), "{a:?}");
+    assert_eq!(
+        a.body["trace"]["explanation"],
+        json!([format!("user:{} ∈ team:{eng}#member → test_document:spec#editor ⇒ edit", bob.id)])
+    );
+    assert_eq!(a.body["trace"]["root"]["kind"], json!("permission"));
+    write_documents(&p, &org, &[&format!("test_document:spec#banned@user:{}", bob.id)]).await;
+    let a = p.post("/api/v1/permissions/check", Some(&ada.token), traced("view")).await;
+    assert_eq!(a.body["permissionship"], json!("no_permission"), "{a:?}");
+    let why = a.body["trace"]["explanation"][0].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("test_document:spec#banned"), "{why}");
+    // Members cannot trace.
+    let a = p.post("/api/v1/permissions/check", Some(&bob.token), traced("edit")).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{a:?}");
 }

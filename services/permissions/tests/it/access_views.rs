@@ -147,3 +147,87 @@ async fn access_audit_explains_who_has_access_and_is_for_sharers_and_admins() {
         (Code::InvalidArgument, Some("UNKNOWN_TYPE".into()))
     );
 }
+
+fn traced(org: &Org, check: &str) -> pb::CheckRequest {
+    let t = org.tuple(check);
+    let r = super::grpc::rel(&t);
+    pb::CheckRequest {
+        resource: r.resource,
+        permission: r.relation,
+        subject: r.subject,
+        consistency: None,
+        max_depth: 0,
+        with_trace: true,
+    }
+}
+
+fn find<'a>(n: &'a pb::TraceNode, f: &impl Fn(&pb::TraceNode) -> bool) -> Option<&'a pb::TraceNode> {
+    if f(n) {
+        return Some(n);
+    }
+    n.children.iter().find_map(|c| find(c, f))
+}
+
+#[tokio::test]
+async fn check_with_trace_explains_yes_and_no_for_admins_only() {
+    use trellis_proto::trellis::permissions::v1::check_service_client::CheckServiceClient;
+    let org = Org::start().await;
+    let mut check = CheckServiceClient::new(org.cell.channel("permissions").await);
+    let carol = org.user("carol");
+
+    // Flow 10: carol asks why pat can edit spec: through platform ⊂ eng.
+    let yes = check.check(authed(traced(&org, "test_document:spec#edit@user:pat"), &carol)).await.expect("trace");
+    let yes = yes.into_inner();
+    assert_eq!(yes.permissionship, pb::Permissionship::HasPermission as i32);
+    let trace = yes.trace.expect("trace");
+    assert_eq!(
+        trace.explanation,
+        vec![format!(
+            "user:{} ∈ team:platform#member ⊂ team:eng#member → test_document:spec#editor ⇒ edit",
+            org.id("pat")
+        )]
+    );
+    let root = trace.root.expect("root");
+    assert_eq!((root.kind, root.name.as_str(), root.result), (pb::trace_node::Kind::Permission as i32, "edit", true));
+    let direct = find(&root, &|n| n.kind == pb::trace_node::Kind::Direct as i32).expect("direct node");
+    let r = direct.relationship.as_ref().expect("relationship");
+    assert_eq!(r.resource.as_ref().map(|o| o.object_id.as_str()), Some("platform"));
+
+    // And why pat cannot view it: the banned branch.
+    let no = check.check(authed(traced(&org, "test_document:spec#view@user:pat"), &carol)).await.expect("trace");
+    let no = no.into_inner();
+    assert_eq!(no.permissionship, pb::Permissionship::NoPermission as i32);
+    let trace = no.trace.expect("trace");
+    assert!(trace.explanation[0].contains("test_document:spec#banned"), "{:?}", trace.explanation);
+    let root = trace.root.expect("root");
+    let exclusion = find(&root, &|n| n.kind == pb::trace_node::Kind::Exclusion as i32).expect("exclusion");
+    assert_eq!(exclusion.children.iter().map(|c| c.result).collect::<Vec<_>>(), vec![true, true]);
+    assert_eq!(exclusion.children[1].name, "banned");
+
+    // A member may not trace, not even their own check; without a trace nothing changes.
+    let e = check
+        .check(authed(traced(&org, "test_document:spec#edit@user:bob"), &org.user("bob")))
+        .await
+        .expect_err("member");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let plain = pb::CheckRequest { with_trace: false, ..traced(&org, "test_document:spec#edit@user:bob") };
+    let plain = check.check(authed(plain, &org.user("bob"))).await.expect("plain").into_inner();
+    assert!(plain.trace.is_none());
+
+    // Ten traces a minute per user: carol has used two.
+    for _ in 0..8 {
+        check.check(authed(traced(&org, "test_document:spec#edit@user:bob"), &carol)).await.expect("within limit");
+    }
+    let e = check.check(authed(traced(&org, "test_document:spec#edit@user:bob"), &carol)).await.expect_err("limit");
+    let details = e.get_error_details();
+    assert_eq!(
+        (e.code(), details.error_info().map(|i| i.reason.clone())),
+        (Code::ResourceExhausted, Some("RATE_LIMITED".into()))
+    );
+    assert!(details.retry_info().is_some());
+    // Services are not limited.
+    let service = org.service("acceptance");
+    for _ in 0..3 {
+        check.check(authed(traced(&org, "test_document:spec#edit@user:bob"), &service)).await.expect("service");
+    }
+}
