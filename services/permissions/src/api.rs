@@ -1,4 +1,5 @@
-//! gRPC handlers of `trellis.permissions.v1`: SchemaService (WriteSchema, ReadSchema),
+//! gRPC handlers of `trellis.permissions.v1`: SchemaService (WriteSchema, ReadSchema,
+//! ValidateSchema; the administrators' side in `schema_admin`),
 //! RelationshipService (WriteRelationships, DeleteRelationships, ReadRelationships), CheckService
 //! (Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch) and AccessService (Grant,
 //! Revoke). Check and CheckBulk also serve end users through REST (they check themselves). Every evaluation runs on a fresh REPEATABLE READ snapshot of the caller's
@@ -26,6 +27,7 @@ use uuid::Uuid;
 
 mod access_views;
 mod roles;
+mod schema_admin;
 mod trace;
 
 pub use roles::reexpand_all;
@@ -448,13 +450,23 @@ impl SchemaService for PermissionsApi {
             if n > 0 {
                 tracing::info!(changed = n, "custom role grants re-expanded for the new schema");
             }
+            // The schema is the cell's, so its event belongs to the platform scope.
+            let payload = proto::SchemaUpdated {
+                module: req.module.clone(),
+                hash: schema_admin::hex(&reg.hash),
+                added: reg.added.clone(),
+                removed: reg.removed.clone(),
+            };
+            let envelope =
+                trellis_kit::events::envelope(&ctx, store::PLATFORM_ORG, schema_admin::SCHEMA_UPDATED, &payload);
+            trellis_kit::events::stage_envelope(&mut tx, envelope).await?;
         }
         tx.commit().await.map_err(Error::internal)?;
         if reg.changed && !req.dry_run {
             self.cache.schema_changed().await;
         }
         Ok(Response::new(proto::WriteSchemaResponse {
-            hash: reg.hash.iter().map(|b| format!("{b:02x}")).collect(),
+            hash: schema_admin::hex(&reg.hash),
             changed: reg.changed,
             diff: Some(proto::SchemaDiff { added: reg.added, removed: reg.removed }),
             warnings: Vec::new(),
@@ -466,7 +478,7 @@ impl SchemaService for PermissionsApi {
         request: Request<proto::ReadSchemaRequest>,
     ) -> Result<Response<proto::ReadSchemaResponse>, Status> {
         let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
+        self.require_platform_admin(&ctx).await?;
         let module = request.into_inner().module;
         let row: Option<(String, Vec<u8>)> = if module.is_empty() {
             sqlx::query_as("select text, hash from permissions.merged_schema").fetch_optional(self.db.pool()).await
@@ -479,7 +491,15 @@ impl SchemaService for PermissionsApi {
         .map_err(Error::internal)?;
         let (schema, hash) =
             row.ok_or_else(|| Error::not_found("NOT_FOUND", format!("No schema for module `{module}`")))?;
-        Ok(Response::new(proto::ReadSchemaResponse { schema, hash: hash.iter().map(|b| format!("{b:02x}")).collect() }))
+        Ok(Response::new(proto::ReadSchemaResponse { schema, hash: schema_admin::hex(&hash) }))
+    }
+
+    async fn validate_schema(
+        &self,
+        request: Request<proto::ValidateSchemaRequest>,
+    ) -> Result<Response<proto::ValidateSchemaResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        Ok(Response::new(self.validate_schema_text(&ctx, request.into_inner()).await?))
     }
 }
 

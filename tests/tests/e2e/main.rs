@@ -7,6 +7,7 @@ mod explain;
 mod keys;
 mod organizations;
 mod permissions;
+mod permissions_schema;
 mod recovery;
 mod roles;
 mod service_tokens;

@@ -158,7 +158,7 @@ impl PermissionsApi {
     }
 
     /// One check on a fresh snapshot.
-    async fn holds(
+    pub(super) async fn holds(
         &self,
         org: Uuid,
         object: &ObjectRef,

@@ -266,4 +266,5 @@ mod grpc;
 mod kit_authz;
 mod registry;
 mod roles;
+mod schema_admin;
 mod table;
