@@ -159,6 +159,7 @@ impl Authz {
             subject: Some(subject.subject()),
             consistency: consistency(at_least_as_fresh),
             max_depth: 0,
+            with_trace: false,
         };
         let r = CheckServiceClient::new(self.channel.clone()).check(request(req, &token)?).await?.into_inner();
         Ok(r.permissionship == pb::Permissionship::HasPermission as i32)

@@ -202,6 +202,7 @@ fn check_req(doc: &str, permission: &str, user: &str) -> pb::CheckRequest {
         }),
         consistency: None,
         max_depth: 0,
+        with_trace: false,
     }
 }
 

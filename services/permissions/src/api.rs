@@ -1,4 +1,5 @@
-//! gRPC handlers of `trellis.permissions.v1`: SchemaService (WriteSchema, ReadSchema),
+//! gRPC handlers of `trellis.permissions.v1`: SchemaService (WriteSchema, ReadSchema,
+//! ValidateSchema; the administrators' side in `schema_admin`),
 //! RelationshipService (WriteRelationships, DeleteRelationships, ReadRelationships), CheckService
 //! (Check, CheckBulk, Expand, LookupResources, LookupSubjects, Watch) and AccessService (Grant,
 //! Revoke). Check and CheckBulk also serve end users through REST (they check themselves). Every evaluation runs on a fresh REPEATABLE READ snapshot of the caller's
@@ -15,6 +16,7 @@ use tonic::{Request, Response, Status};
 use trellis_kit::db::Db;
 use trellis_kit::error::{Error, Violations};
 use trellis_kit::paging::PageTokens;
+use trellis_kit::ratelimit::RateLimiter;
 use trellis_kit::{RequestContext, Subject};
 use trellis_proto::trellis::permissions::v1 as proto;
 use trellis_proto::trellis::permissions::v1::access_service_server::AccessService;
@@ -22,6 +24,13 @@ use trellis_proto::trellis::permissions::v1::check_service_server::CheckService;
 use trellis_proto::trellis::permissions::v1::relationship_service_server::RelationshipService;
 use trellis_proto::trellis::permissions::v1::schema_service_server::SchemaService;
 use uuid::Uuid;
+
+mod access_views;
+mod roles;
+mod schema_admin;
+mod trace;
+
+pub use roles::reexpand_all;
 
 use crate::access::{self, Refusal};
 use crate::cache::{CheckCache, Freshness, Invalidation};
@@ -68,12 +77,27 @@ pub struct PermissionsApi {
     cache: Arc<CheckCache>,
     pages: PageTokens,
     watches: Arc<Semaphore>,
+    /// Limits traced checks per user (none in tests that build the API by hand).
+    trace_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl PermissionsApi {
     pub fn new(db: Db, cache: Arc<CheckCache>, pages: PageTokens) -> Self {
         let schema = LoadedSchema { hash: Vec::new(), schema: Arc::new(Schema::default()), checked_at: None };
-        Self { db, schema: Arc::new(RwLock::new(schema)), cache, pages, watches: Arc::new(Semaphore::new(MAX_WATCHES)) }
+        Self {
+            db,
+            schema: Arc::new(RwLock::new(schema)),
+            cache,
+            pages,
+            watches: Arc::new(Semaphore::new(MAX_WATCHES)),
+            trace_limiter: None,
+        }
+    }
+
+    /// Limits traced checks (Check `with_trace`) of users and API keys with `limiter`.
+    pub fn with_trace_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.trace_limiter = Some(limiter);
+        self
     }
 
     /// The result cache.
@@ -419,12 +443,30 @@ impl SchemaService for PermissionsApi {
             }
             Err(RegisterError::Store(e)) => return Err(Error::internal(e).into()),
         };
+        if reg.changed && !req.dry_run {
+            // Custom roles follow the schema: `type:*` gains new grantable pairs, and pairs that
+            // stopped being grantable lose their tuples, in this same transaction (rules 17, 20).
+            let n = reexpand_all(&mut tx, &reg.schema, &format!("service:{}", req.module)).await?;
+            if n > 0 {
+                tracing::info!(changed = n, "custom role grants re-expanded for the new schema");
+            }
+            // The schema is the cell's, so its event belongs to the platform scope.
+            let payload = proto::SchemaUpdated {
+                module: req.module.clone(),
+                hash: schema_admin::hex(&reg.hash),
+                added: reg.added.clone(),
+                removed: reg.removed.clone(),
+            };
+            let envelope =
+                trellis_kit::events::envelope(&ctx, store::PLATFORM_ORG, schema_admin::SCHEMA_UPDATED, &payload);
+            trellis_kit::events::stage_envelope(&mut tx, envelope).await?;
+        }
         tx.commit().await.map_err(Error::internal)?;
         if reg.changed && !req.dry_run {
             self.cache.schema_changed().await;
         }
         Ok(Response::new(proto::WriteSchemaResponse {
-            hash: reg.hash.iter().map(|b| format!("{b:02x}")).collect(),
+            hash: schema_admin::hex(&reg.hash),
             changed: reg.changed,
             diff: Some(proto::SchemaDiff { added: reg.added, removed: reg.removed }),
             warnings: Vec::new(),
@@ -436,7 +478,7 @@ impl SchemaService for PermissionsApi {
         request: Request<proto::ReadSchemaRequest>,
     ) -> Result<Response<proto::ReadSchemaResponse>, Status> {
         let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
+        self.require_platform_admin(&ctx).await?;
         let module = request.into_inner().module;
         let row: Option<(String, Vec<u8>)> = if module.is_empty() {
             sqlx::query_as("select text, hash from permissions.merged_schema").fetch_optional(self.db.pool()).await
@@ -449,7 +491,15 @@ impl SchemaService for PermissionsApi {
         .map_err(Error::internal)?;
         let (schema, hash) =
             row.ok_or_else(|| Error::not_found("NOT_FOUND", format!("No schema for module `{module}`")))?;
-        Ok(Response::new(proto::ReadSchemaResponse { schema, hash: hash.iter().map(|b| format!("{b:02x}")).collect() }))
+        Ok(Response::new(proto::ReadSchemaResponse { schema, hash: schema_admin::hex(&hash) }))
+    }
+
+    async fn validate_schema(
+        &self,
+        request: Request<proto::ValidateSchemaRequest>,
+    ) -> Result<Response<proto::ValidateSchemaResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        Ok(Response::new(self.validate_schema_text(&ctx, request.into_inner()).await?))
     }
 }
 
@@ -653,6 +703,9 @@ impl CheckService for PermissionsApi {
         let resource = object(req.resource.as_ref(), "resource")?;
         let subject = self.checked_subject(&ctx, req.subject.as_ref(), "subject").await?;
         let depth = if req.max_depth == 0 { DEFAULT_MAX_DEPTH } else { req.max_depth.min(DEFAULT_MAX_DEPTH) };
+        if req.with_trace {
+            return Ok(Response::new(self.traced_check(&ctx, &resource, &req.permission, &subject, depth).await?));
+        }
         let schema = self.schema().await?;
         // Answers computed with a lowered depth limit are neither served from nor put in the
         // cache: the limit can change the answer.
@@ -662,6 +715,7 @@ impl CheckService for PermissionsApi {
             return Ok(Response::new(proto::CheckResponse {
                 permissionship: permissionship(has),
                 checked_at: token(org, revision),
+                trace: None,
             }));
         }
         let snapshot_at = Instant::now();
@@ -678,6 +732,7 @@ impl CheckService for PermissionsApi {
         Ok(Response::new(proto::CheckResponse {
             permissionship: permissionship(has),
             checked_at: token(org, revision),
+            trace: None,
         }))
     }
 
@@ -1086,5 +1141,19 @@ impl AccessService for PermissionsApi {
         let r = request.into_inner();
         let written_at = self.share(&ctx, (r.namespace, r.object_id, r.relation, r.subject), false).await?;
         Ok(Response::new(proto::RevokeResponse { written_at }))
+    }
+
+    async fn my_access(
+        &self,
+        request: Request<proto::MyAccessRequest>,
+    ) -> Result<Response<proto::MyAccessResponse>, Status> {
+        access_views::my_access(self, request).await
+    }
+
+    async fn access_audit(
+        &self,
+        request: Request<proto::AccessAuditRequest>,
+    ) -> Result<Response<proto::AccessAuditResponse>, Status> {
+        access_views::access_audit(self, request).await
     }
 }

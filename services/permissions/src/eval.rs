@@ -348,6 +348,12 @@ impl<'s, R: TupleReader> Evaluator<'s, R> {
         self.rows.keys().cloned().collect()
     }
 
+    /// The stored relationships `obj#relation@…` of this evaluator's snapshot (read once per
+    /// request, like every read of the evaluator). Used by explanations.
+    pub async fn relationships(&mut self, obj: &ObjectRef, relation: &str) -> Result<Arc<Vec<Tuple>>, EvalError> {
+        self.rows_of(obj, relation).await
+    }
+
     fn validate(&self, ty: &str, name: &str) -> Result<(), EvalError> {
         if self.schema.has(ty, name) {
             Ok(())

@@ -3,10 +3,13 @@
 
 mod api_keys;
 mod common;
+mod explain;
 mod keys;
 mod organizations;
 mod permissions;
+mod permissions_schema;
 mod recovery;
+mod roles;
 mod service_tokens;
 mod sessions;
 mod skeleton;

@@ -66,7 +66,14 @@ pub(crate) fn updates(op: pb::Operation, tuples: &[Tuple]) -> pb::WriteRelations
 pub(crate) fn check_req(s: &str, consistency: Option<pb::Consistency>) -> pb::CheckRequest {
     let t = tuple(s);
     let r = rel(&t);
-    pb::CheckRequest { resource: r.resource, permission: r.relation, subject: r.subject, consistency, max_depth: 0 }
+    pb::CheckRequest {
+        resource: r.resource,
+        permission: r.relation,
+        subject: r.subject,
+        consistency,
+        max_depth: 0,
+        with_trace: false,
+    }
 }
 
 #[derive(Clone)]

@@ -260,8 +260,11 @@ async fn subject_sets_are_read_in_bulk_from_postgres() {
     assert_eq!(reader.queries, 2, "top#member, then the 50 nested teams in one query");
 }
 
+mod access_views;
 mod cache;
 mod grpc;
 mod kit_authz;
 mod registry;
+mod roles;
+mod schema_admin;
 mod table;
