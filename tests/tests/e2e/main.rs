@@ -4,6 +4,7 @@
 mod api_keys;
 mod common;
 mod keys;
+mod mfa;
 mod organizations;
 mod permissions;
 mod recovery;

@@ -8,6 +8,7 @@ mod common;
 mod invitations;
 mod jwks;
 mod lockout;
+mod mfa;
 mod organizations;
 mod recovery;
 mod rotation;
