@@ -26,6 +26,8 @@ pub const REASONS: &[(&str, Code)] = &[
     ("MFA_ALREADY_ENABLED", Code::FailedPrecondition),
     ("MFA_NOT_ENROLLED", Code::FailedPrecondition),
     ("MFA_NOT_ENABLED", Code::FailedPrecondition),
+    ("USER_NOT_FOUND", Code::NotFound),
+    ("OWNERSHIP_TRANSFER_REQUIRED", Code::FailedPrecondition),
     ("EMAIL_TAKEN", Code::AlreadyExists),
     ("ALREADY_MEMBER", Code::AlreadyExists),
     ("INVITATION_PENDING", Code::AlreadyExists),

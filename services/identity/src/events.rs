@@ -35,6 +35,8 @@ pub const USER_LOCKED: &str = "identity.user.locked";
 pub const MFA_ENABLED: &str = "identity.user.mfa_enabled";
 /// `identity.user.mfa_disabled`
 pub const MFA_DISABLED: &str = "identity.user.mfa_disabled";
+/// `identity.user.updated`
+pub const USER_UPDATED: &str = "identity.user.updated";
 /// `identity.user.backup_codes_regenerated`
 pub const BACKUP_CODES_REGENERATED: &str = "identity.user.backup_codes_regenerated";
 

@@ -25,6 +25,8 @@
 //! - [`revocation`]: announces revoked sessions on Redis (`trellis.revocations`) with a heartbeat.
 //! - [`mfa`] (queries in `store::mfa`, handlers in [`mfa_api`]): TOTP enrolment, the second step
 //!   of a sign-in (`requires_mfa` → Challenge), backup codes, Disable.
+//! - [`users`] (queries in `store::users`, handlers in [`users_api`]): the current user's profile
+//!   (GetMe, UpdateMe) and GetUser; [`account_lifecycle`]: Deactivate and DeleteMe.
 //! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
 //! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), their
 //!   rotation schedule (next → active → retiring → retired) and the JWKS.
@@ -44,6 +46,7 @@
 //! refresh token, [`events`] stages `identity.user.registered` and friends → commit → an access
 //! token signed by [`keys`].
 
+pub mod account_lifecycle;
 pub mod accounts;
 pub mod api;
 pub mod api_keys;
@@ -74,6 +77,8 @@ pub mod teams;
 pub mod teams_api;
 pub mod tokens;
 pub mod user;
+pub mod users;
+pub mod users_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +93,7 @@ use trellis_proto::trellis::identity::v1::session_service_server::SessionService
 use trellis_proto::trellis::identity::v1::team_service_server::TeamServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
 use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryServiceServer;
+use trellis_proto::trellis::identity::v1::user_service_server::UserServiceServer;
 
 pub use accounts::Identity;
 pub use config::IdentityConfig;
@@ -127,6 +133,7 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(MfaServiceServer::new(mfa_api::MfaApi::new(identity.clone())))
+                .grpc(UserServiceServer::new(users_api::UserApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone(), pages.clone())))
                 .grpc(OrganizationServiceServer::new(organizations_api::OrganizationApi::new(
                     identity.clone(),

@@ -507,6 +507,7 @@ pub mod api_keys;
 pub mod directory;
 pub mod mfa;
 pub mod signing_keys;
+pub mod users;
 
 /// A signing key row with its sealed private key.
 #[derive(Debug, Clone, sqlx::FromRow)]

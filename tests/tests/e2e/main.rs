@@ -11,3 +11,4 @@ mod recovery;
 mod service_tokens;
 mod sessions;
 mod skeleton;
+mod users;
