@@ -3,6 +3,7 @@
 //! created (announced on the revocation feed, so every service refuses them within a second),
 //! soft-deletes a personal organization nobody else uses, and schedules the erasure 30 days
 //! later. DeleteMe, the GDPR erasure request, does the same without the typed confirmation.
+//! Reactivate (public, within the 30 days) undoes it and signs in, or asks for the second factor.
 //!
 //! Everything happens in one transaction: the user's memberships live in other tenants, so the
 //! transaction moves its tenant (`app.org_id`) from organization to organization, each write
@@ -27,6 +28,9 @@ pub const ERASE_AFTER_DAYS: i64 = 30;
 pub const USER_DEACTIVATED: &str = "identity.user.deactivated";
 /// `identity.organization.deleted`
 const ORGANIZATION_DELETED: &str = "identity.organization.deleted";
+
+/// `identity.user.reactivated`
+pub const USER_REACTIVATED: &str = "identity.user.reactivated";
 
 /// FAILED_PRECONDITION OWNERSHIP_TRANSFER_REQUIRED naming the organizations (metadata
 /// `org_ids`, comma-separated).
@@ -63,6 +67,67 @@ impl Identity {
     /// DeleteMe: the erasure request, which behaves as Deactivate.
     pub async fn delete_me(&self, ctx: &RequestContext, password: String) -> Result<DateTime<Utc>> {
         self.end_account(ctx, password, true).await
+    }
+
+    /// Reactivate: within the window, with the password; every failure is INVALID_CREDENTIALS
+    /// after the same Argon2id work.
+    pub async fn reactivate(
+        &self,
+        ctx: &RequestContext,
+        email: &str,
+        password: String,
+        client: &crate::accounts::Client,
+    ) -> Result<crate::accounts::LoginOutcome> {
+        let normalized = crate::user::normalize_email(email).ok();
+        let key = normalized.clone().unwrap_or_else(|| email.trim().to_lowercase());
+        let digest: String = crate::tokens::hash_token(&key).iter().map(|b| format!("{b:02x}")).collect();
+        let settings = &self.settings;
+        self.limiter
+            .hit(&format!("reactivate:email:{digest}"), settings.login_rate_limit, settings.login_rate_window)
+            .await?;
+        let account = match &normalized {
+            Some(email) => store::credentials_by_email(self.db.pool(), email).await?,
+            None => None,
+        };
+        let stored = account.as_ref().and_then(|a| a.password_hash.clone());
+        let verification = crate::password::verify_blocking(stored, password).await?;
+        let (Some(account), crate::password::Verification::Match { .. }) = (account, verification) else {
+            return Err(IdentityError::InvalidCredentials.into());
+        };
+        let user_id = account.user.id;
+        let mut tx = self.db.tx().await?;
+        let erase_after = users_store::erase_after(&mut tx, user_id).await?;
+        let Some(erase_after) = erase_after else {
+            return Err(IdentityError::InvalidCredentials.into());
+        };
+        if !users_store::reactivate_user(&mut tx, user_id).await? {
+            return Err(IdentityError::InvalidCredentials.into());
+        }
+        store::scope_to_user(&mut tx, user_id).await?;
+        let orgs = users_store::suspended_memberships(&mut tx, user_id).await?;
+        for org_id in &orgs {
+            users_store::scope_to_org(&mut tx, *org_id).await?;
+            users_store::restore_membership(&mut tx, *org_id, user_id).await?;
+            if let Some((name, slug)) = users_store::restore_personal_org(&mut tx, *org_id, erase_after).await? {
+                let payload = pb::OrganizationDeleted { org_id: org_id.to_string(), name, slug, purge_after: None };
+                let ectx = acting(ctx, user_id, *org_id);
+                trellis_kit::events::stage(&mut tx, &ectx, crate::organizations::ORGANIZATION_RESTORED, &payload)
+                    .await?;
+            }
+        }
+        let payload =
+            pb::UserReactivated { user_id: user_id.to_string(), org_ids: orgs.iter().map(Uuid::to_string).collect() };
+        trellis_kit::events::stage(&mut tx, &acting(ctx, user_id, Uuid::nil()), USER_REACTIVATED, &payload).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user_id, "account reactivated");
+        let mut user = account.user;
+        user.status = "active".into();
+        if user.mfa_enabled {
+            let pending = self.start_mfa_challenge(&user, client).await?;
+            return Ok(crate::accounts::LoginOutcome::MfaRequired(pending));
+        }
+        let signed_in = self.finish_sign_in(user, client, crate::tokens::password_amr()).await?;
+        Ok(crate::accounts::LoginOutcome::SignedIn(Box::new(signed_in)))
     }
 
     async fn end_account(&self, ctx: &RequestContext, password: String, erasure: bool) -> Result<DateTime<Utc>> {

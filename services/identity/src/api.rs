@@ -145,6 +145,34 @@ impl AuthService for AuthApi {
         }))
     }
 
+    async fn reactivate(
+        &self,
+        request: Request<pb::ReactivateRequest>,
+    ) -> Result<Response<pb::ReactivateResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let client = client(&request);
+        let r = request.into_inner();
+        let signed_in = match self.identity.reactivate(&ctx, &r.email, r.password, &client).await? {
+            crate::accounts::LoginOutcome::SignedIn(signed_in) => *signed_in,
+            crate::accounts::LoginOutcome::MfaRequired(pending) => {
+                return Ok(Response::new(pb::ReactivateResponse {
+                    requires_mfa: true,
+                    mfa_token: pending.mfa_token,
+                    ..Default::default()
+                }));
+            }
+        };
+        let TokenPair { access_token, expires_in, refresh_token } = signed_in.tokens;
+        Ok(Response::new(pb::ReactivateResponse {
+            user: Some(user_to_proto(&signed_in.user)),
+            access_token,
+            refresh_token,
+            expires_in,
+            token_type: TOKEN_TYPE.into(),
+            ..Default::default()
+        }))
+    }
+
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
         let ctx = RequestContext::from_request(&request)?.clone();
         let refreshed = self.identity.refresh(&ctx, &request.get_ref().refresh_token).await?;

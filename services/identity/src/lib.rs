@@ -26,7 +26,7 @@
 //! - [`mfa`] (queries in `store::mfa`, handlers in [`mfa_api`]): TOTP enrolment, the second step
 //!   of a sign-in (`requires_mfa` → Challenge), backup codes, Disable.
 //! - [`users`] (queries in `store::users`, handlers in [`users_api`]): the current user's profile
-//!   (GetMe, UpdateMe) and GetUser; [`account_lifecycle`]: Deactivate and DeleteMe.
+//!   (GetMe, UpdateMe) and GetUser; [`account_lifecycle`]: Deactivate, DeleteMe, Reactivate.
 //! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
 //! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), their
 //!   rotation schedule (next → active → retiring → retired) and the JWKS.

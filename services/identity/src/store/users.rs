@@ -120,3 +120,70 @@ pub async fn deactivate_user(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// When a deactivated account is erased; `None` unless the user is deactivated.
+pub async fn erase_after(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> sqlx::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let found: Option<Option<chrono::DateTime<chrono::Utc>>> =
+        sqlx::query_scalar("select erase_after from identity.users where id = $1 and status = 'deactivated'")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.flatten())
+}
+
+/// Makes a deactivated user active again if `erase_after` has not passed; false otherwise.
+pub async fn reactivate_user(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update identity.users
+            set status = 'active', deactivated_at = null, erase_after = null, failed_login_count = 0,
+                locked_until = null, updated_at = now()
+          where id = $1 and status = 'deactivated' and erase_after > now()",
+    )
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The organizations where the user's membership is suspended (needs `app.user_id`).
+pub async fn suspended_memberships(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("select org_id from identity.org_members where user_id = $1 and status = 'suspended'")
+        .bind(user_id)
+        .fetch_all(conn)
+        .await
+}
+
+/// Restores a suspended membership (tenant scope).
+pub async fn restore_membership(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update identity.org_members
+            set status = 'active', version = nextval('identity.relationship_versions'), updated_at = now()
+          where org_id = $1 and user_id = $2 and status = 'suspended'",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Restores the personal organization that was trashed with the account (its `purge_after` is
+/// the account's `erase_after`); returns (name, slug) when it did.
+pub async fn restore_personal_org(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    erase_after: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<Option<(String, String)>> {
+    sqlx::query_as(
+        "update identity.organizations set deleted_at = null, purge_after = null, updated_at = now()
+          where id = $1 and personal and deleted_at is not null and purge_after = $2
+         returning name, slug",
+    )
+    .bind(org_id)
+    .bind(erase_after)
+    .fetch_optional(conn)
+    .await
+}

@@ -76,6 +76,44 @@ async fn the_owner_of_a_shared_org_must_transfer_and_a_member_is_deactivated_eve
     let sessions: Vec<pb::SessionRevoked> = id.payloads("identity.session.revoked").await;
     assert!(sessions.iter().any(|s| s.user_id == mia_id && s.reason() == pb::SessionRevokeReason::Deactivated));
 
+    // Reactivation within the window restores the membership and signs in; only once.
+    let back = id
+        .auth
+        .clone()
+        .reactivate(pb::ReactivateRequest { email: "mia@example.com".into(), password: PASSWORD.into() })
+        .await
+        .expect("reactivated")
+        .into_inner();
+    assert_eq!(id.verify(&back.access_token).await.org.as_deref(), Some(org_id.as_str()));
+    let status: String = sqlx::query_scalar("select status from identity.org_members where user_id = $1::uuid")
+        .bind(&mia_id)
+        .fetch_one(&id.owner)
+        .await
+        .expect("membership");
+    assert_eq!(status, "active");
+    assert_eq!(id.payloads::<pb::UserReactivated>("identity.user.reactivated").await.len(), 1);
+    let again = id
+        .auth
+        .clone()
+        .reactivate(pb::ReactivateRequest { email: "mia@example.com".into(), password: PASSWORD.into() })
+        .await;
+    assert_eq!(failure(again), (Code::Unauthenticated, "INVALID_CREDENTIALS".into()), "an active account");
+    id.login("mia@example.com", PASSWORD).await.expect("signs in as usual");
+    client.deactivate(bearer(deactivate("DEACTIVATE", PASSWORD), &back.access_token)).await.expect("again");
+
+    // Past the window, reactivation is refused like a wrong password.
+    sqlx::query("update identity.users set erase_after = now() - interval '1 second' where id = $1::uuid")
+        .bind(&mia_id)
+        .execute(&id.owner)
+        .await
+        .expect("age the deactivation");
+    let late = id
+        .auth
+        .clone()
+        .reactivate(pb::ReactivateRequest { email: "mia@example.com".into(), password: PASSWORD.into() })
+        .await;
+    assert_eq!(failure(late), (Code::Unauthenticated, "INVALID_CREDENTIALS".into()));
+
     // With the member gone, the owner may leave too.
     client.deactivate(bearer(deactivate("DEACTIVATE", PASSWORD), &owner.access_token)).await.expect("owner leaves");
 }
@@ -138,4 +176,17 @@ async fn delete_me_revokes_the_api_keys_and_trashes_the_personal_organization() 
     assert_eq!(id.payloads::<pb::OrganizationDeleted>("identity.organization.deleted").await.len(), 1);
     let events: Vec<pb::UserDeactivated> = id.payloads("identity.user.deactivated").await;
     assert!(events[0].erasure_requested);
+
+    // Reactivating restores the personal organization too (the revoked key stays revoked).
+    let request = pb::ReactivateRequest { email: "solo@example.com".into(), password: PASSWORD.into() };
+    let back = id.auth.clone().reactivate(request).await.expect("reactivated").into_inner();
+    assert_eq!(id.verify(&back.access_token).await.org.as_deref(), Some(org_id.as_str()));
+    let deleted: bool =
+        sqlx::query_scalar("select deleted_at is not null from identity.organizations where id = $1::uuid")
+            .bind(&org_id)
+            .fetch_one(&id.owner)
+            .await
+            .expect("org");
+    assert!(!deleted);
+    assert_eq!(id.payloads::<pb::OrganizationDeleted>("identity.organization.restored").await.len(), 1);
 }
