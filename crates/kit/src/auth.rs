@@ -352,12 +352,20 @@ pub const SERVICE_CLIENT_CONTEXT: &str = "trellis.service-client:";
 /// identity derives the same to check it, so no per-service secret has to be configured.
 pub fn service_client_secret(cell_secret: &str, name: &str) -> String {
     use base64::Engine;
+    let key = derived_key(cell_secret, &format!("{SERVICE_CLIENT_CONTEXT}{name}"));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+/// A 32-byte key for one purpose, derived from the cell secret: HMAC-SHA256(cell secret,
+/// `purpose`). Purposes are distinct strings (`"trellis.service-client:tasks"`,
+/// `"trellis.identity.totp-secrets"`), so one configured secret yields independent keys and no
+/// purpose's key reveals another's.
+pub fn derived_key(cell_secret: &str, purpose: &str) -> [u8; 32] {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(cell_secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(SERVICE_CLIENT_CONTEXT.as_bytes());
-    mac.update(name.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// The bearer token of an `authorization` header, if any.

@@ -95,6 +95,15 @@ pub struct SignIn {
     pub tokens: TokenPair,
 }
 
+/// The outcome of Login: signed in, or a second factor is due (MfaService.Challenge).
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// The password was enough: a new session.
+    SignedIn(Box<SignIn>),
+    /// The account has MFA; no session yet.
+    MfaRequired(crate::mfa::PendingMfa),
+}
+
 /// The outcome of Refresh.
 #[derive(Debug)]
 pub struct Refreshed {
@@ -181,7 +190,8 @@ impl Identity {
         );
         let changes: Vec<_> = std::iter::once(role).chain(team_changes).collect();
         self.apply_relationships(membership.org_id, &changes).await;
-        let access_token = self.sign_access_token(user_id, session_id, Some(&membership)).await?;
+        let access_token =
+            self.sign_access_token(user_id, session_id, Some(&membership), tokens::password_amr()).await?;
         Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
     }
 
@@ -275,7 +285,7 @@ impl Identity {
     /// INVALID_CREDENTIALS after one Argon2id verification, whether or not the account exists
     /// (spec rule 3); attempts are rate limited per email and per client IP (rule 5), and
     /// consecutive failures lock the account (rule 4).
-    pub async fn login(&self, email: &str, password: String, client: &Client) -> Result<SignIn> {
+    pub async fn login(&self, email: &str, password: String, client: &Client) -> Result<LoginOutcome> {
         let normalized = user::normalize_email(email).ok();
         // Unknown and malformed emails count too, under the form the caller typed.
         let email_key = normalized.clone().unwrap_or_else(|| email.trim().to_lowercase());
@@ -317,16 +327,27 @@ impl Identity {
         if let (true, Some(old)) = (needs_rehash, stored_hash) {
             self.rehash(user.id, &old, password).await;
         }
+        if user.mfa_enabled {
+            // The failure count is not reset yet: wrong codes keep counting toward the lockout.
+            return Ok(LoginOutcome::MfaRequired(self.start_mfa_challenge(&user, client).await?));
+        }
+        let signed_in = self.finish_sign_in(user, client, tokens::password_amr()).await?;
+        Ok(LoginOutcome::SignedIn(Box::new(signed_in)))
+    }
 
+    /// Starts a session for a user who passed every factor (`amr`): the most recently used
+    /// organization, the login recorded (which clears the failure count), tokens signed.
+    pub(crate) async fn finish_sign_in(&self, user: store::User, client: &Client, amr: Vec<String>) -> Result<SignIn> {
         let mut tx = self.db.tx().await?;
         store::scope_to_user(&mut tx, user.id).await?;
         let memberships = store::memberships_of_user(&mut tx, user.id).await?;
         let org = tokens::org_for_login(&memberships);
-        let (session_id, refresh_token) = self.start_session(&mut tx, user.id, org, client).await?;
+        let methods: Vec<&str> = amr.iter().map(String::as_str).collect();
+        let (session_id, refresh_token) = self.start_session_with(&mut tx, user.id, org, client, &methods).await?;
         store::record_login(&mut tx, user.id).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user.id, session_id = %session_id, "signed in");
-        let access_token = self.sign_access_token(user.id, session_id, org).await?;
+        let access_token = self.sign_access_token(user.id, session_id, org, amr).await?;
         Ok(SignIn { user, tokens: self.pair(access_token, refresh_token) })
     }
 
@@ -412,7 +433,8 @@ impl Identity {
                 store::mark_rotated(&mut tx, presented.id, next_id).await?;
                 store::touch_session(&mut tx, presented.session_id, org.map(|m| m.org_id)).await?;
                 tx.commit().await?;
-                let access_token = self.sign_access_token(presented.user_id, presented.session_id, org).await?;
+                let access_token =
+                    self.sign_access_token(presented.user_id, presented.session_id, org, presented.session_amr).await?;
                 Ok(Refreshed { tokens: self.pair(access_token, refresh_token), org_changed })
             }
         }
@@ -426,6 +448,18 @@ impl Identity {
         org: Option<&Membership>,
         client: &Client,
     ) -> Result<(Uuid, String)> {
+        self.start_session_with(tx, user_id, org, client, &["pwd"]).await
+    }
+
+    /// Starts a session authenticated by `amr` acting in `org` and issues its first refresh token.
+    async fn start_session_with(
+        &self,
+        tx: &mut Tx,
+        user_id: Uuid,
+        org: Option<&Membership>,
+        client: &Client,
+        amr: &[&str],
+    ) -> Result<(Uuid, String)> {
         let session_id = Uuid::now_v7();
         let user_agent = client.user_agent.as_deref().map(truncate_user_agent);
         store::insert_session(
@@ -434,7 +468,7 @@ impl Identity {
                 id: session_id,
                 user_id,
                 active_org_id: org.map(|m| m.org_id),
-                amr: &["pwd"],
+                amr,
                 ip: client.ip.map(|ip| ip.to_string()),
                 user_agent,
                 expires_at: Utc::now() + tokens::SESSION_LIFETIME,
@@ -454,12 +488,14 @@ impl Identity {
         Ok((id, token))
     }
 
-    /// Signs an access token for a user's session acting in `org`.
+    /// Signs an access token for a user's session acting in `org`, with the session's
+    /// authentication methods (`amr`).
     pub(crate) async fn sign_access_token(
         &self,
         user_id: Uuid,
         session_id: Uuid,
         org: Option<&Membership>,
+        amr: Vec<String>,
     ) -> Result<String> {
         let key = self.keys.active().await?;
         let claims = tokens::user_claims(
@@ -471,7 +507,7 @@ impl Identity {
             Utc::now(),
             self.settings.access_token_ttl,
         );
-        Ok(key.sign(&claims))
+        Ok(key.sign(&tokens::UserClaims { claims, amr }))
     }
 
     pub(crate) fn pair(&self, access_token: String, refresh_token: String) -> TokenPair {

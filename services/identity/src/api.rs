@@ -26,7 +26,7 @@ const CLIENT_IP: &str = "x-client-ip";
 const CLIENT_USER_AGENT: &str = "x-client-user-agent";
 
 /// Where the call comes from: the gateway's forwarded client metadata, else the peer itself.
-fn client<T>(request: &Request<T>) -> Client {
+pub(crate) fn client<T>(request: &Request<T>) -> Client {
     let metadata = request.metadata();
     let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     let ip =
@@ -36,7 +36,7 @@ fn client<T>(request: &Request<T>) -> Client {
 }
 
 /// The wire form of a user.
-fn user_to_proto(u: &store::User) -> pb::User {
+pub(crate) fn user_to_proto(u: &store::User) -> pb::User {
     pb::User {
         id: u.id.to_string(),
         email: u.email.clone(),
@@ -123,7 +123,17 @@ impl AuthService for AuthApi {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         let client = client(&request);
         let r = request.into_inner();
-        let signed_in = self.identity.login(&r.email, r.password, &client).await?;
+        let signed_in = match self.identity.login(&r.email, r.password, &client).await? {
+            crate::accounts::LoginOutcome::SignedIn(signed_in) => *signed_in,
+            crate::accounts::LoginOutcome::MfaRequired(pending) => {
+                return Ok(Response::new(pb::LoginResponse {
+                    requires_mfa: true,
+                    mfa_token: pending.mfa_token,
+                    mfa_methods: pending.methods,
+                    ..Default::default()
+                }));
+            }
+        };
         let TokenPair { access_token, expires_in, refresh_token } = signed_in.tokens;
         Ok(Response::new(pb::LoginResponse {
             user: Some(user_to_proto(&signed_in.user)),
@@ -131,6 +141,35 @@ impl AuthService for AuthApi {
             refresh_token,
             expires_in,
             token_type: TOKEN_TYPE.into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn reactivate(
+        &self,
+        request: Request<pb::ReactivateRequest>,
+    ) -> Result<Response<pb::ReactivateResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?.clone();
+        let client = client(&request);
+        let r = request.into_inner();
+        let signed_in = match self.identity.reactivate(&ctx, &r.email, r.password, &client).await? {
+            crate::accounts::LoginOutcome::SignedIn(signed_in) => *signed_in,
+            crate::accounts::LoginOutcome::MfaRequired(pending) => {
+                return Ok(Response::new(pb::ReactivateResponse {
+                    requires_mfa: true,
+                    mfa_token: pending.mfa_token,
+                    ..Default::default()
+                }));
+            }
+        };
+        let TokenPair { access_token, expires_in, refresh_token } = signed_in.tokens;
+        Ok(Response::new(pb::ReactivateResponse {
+            user: Some(user_to_proto(&signed_in.user)),
+            access_token,
+            refresh_token,
+            expires_in,
+            token_type: TOKEN_TYPE.into(),
+            ..Default::default()
         }))
     }
 

@@ -21,6 +21,13 @@ pub const REASONS: &[(&str, Code)] = &[
     ("INVALID_CREDENTIALS", Code::Unauthenticated),
     ("REFRESH_TOKEN_INVALID", Code::Unauthenticated),
     ("REFRESH_TOKEN_REUSED", Code::Unauthenticated),
+    ("MFA_TOKEN_INVALID", Code::Unauthenticated),
+    ("MFA_CODE_INVALID", Code::Unauthenticated),
+    ("MFA_ALREADY_ENABLED", Code::FailedPrecondition),
+    ("MFA_NOT_ENROLLED", Code::FailedPrecondition),
+    ("MFA_NOT_ENABLED", Code::FailedPrecondition),
+    ("USER_NOT_FOUND", Code::NotFound),
+    ("OWNERSHIP_TRANSFER_REQUIRED", Code::FailedPrecondition),
     ("EMAIL_TAKEN", Code::AlreadyExists),
     ("ALREADY_MEMBER", Code::AlreadyExists),
     ("INVITATION_PENDING", Code::AlreadyExists),
@@ -92,6 +99,22 @@ pub enum IdentityError {
     /// A rotated refresh token was presented again; the session has been revoked.
     #[error("The refresh token was already used; the session has been signed out")]
     RefreshTokenReused,
+    /// The mfa_token is unknown, expired, used up, or its account is locked.
+    #[error("The sign-in has expired; sign in again")]
+    MfaTokenInvalid,
+    /// A wrong second-factor code at sign-in (also answers INVALID_ARGUMENT with the field
+    /// `code` where the caller is already signed in, see [`mfa_code_invalid`]).
+    #[error("The code is invalid")]
+    MfaCodeInvalid,
+    /// MFA is on already.
+    #[error("Two-factor authentication is already enabled")]
+    MfaAlreadyEnabled,
+    /// There is no pending enrolment to confirm.
+    #[error("Start two-factor enrolment first")]
+    MfaNotEnrolled,
+    /// MFA is off.
+    #[error("Two-factor authentication is not enabled")]
+    MfaNotEnabled,
     /// An account with this email exists.
     #[error("An account with this email already exists")]
     EmailTaken,
@@ -177,6 +200,11 @@ impl IdentityError {
             IdentityError::InvalidCredentials => "INVALID_CREDENTIALS",
             IdentityError::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
             IdentityError::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            IdentityError::MfaTokenInvalid => "MFA_TOKEN_INVALID",
+            IdentityError::MfaCodeInvalid => "MFA_CODE_INVALID",
+            IdentityError::MfaAlreadyEnabled => "MFA_ALREADY_ENABLED",
+            IdentityError::MfaNotEnrolled => "MFA_NOT_ENROLLED",
+            IdentityError::MfaNotEnabled => "MFA_NOT_ENABLED",
             IdentityError::EmailTaken => "EMAIL_TAKEN",
             IdentityError::AlreadyMember => "ALREADY_MEMBER",
             IdentityError::InvitationPending => "INVITATION_PENDING",
@@ -204,6 +232,14 @@ impl IdentityError {
             IdentityError::TeamFull => "TEAM_FULL",
         }
     }
+}
+
+/// A wrong code from a signed-in caller (Verify, RegenerateBackupCodes, Disable): INVALID_ARGUMENT
+/// MFA_CODE_INVALID with the field `code`. At sign-in the same reason is UNAUTHENTICATED
+/// ([`IdentityError::MfaCodeInvalid`]), since the code is the credential there.
+pub fn mfa_code_invalid() -> Error {
+    Error::invalid_argument("MFA_CODE_INVALID", "The code is invalid")
+        .with_field("code", "is not a current or unused code")
 }
 
 /// The reason of a set of violations: their common specific reason, else `VALIDATION_ERROR`.
@@ -268,6 +304,11 @@ mod tests {
             IdentityError::InvalidCredentials,
             IdentityError::RefreshTokenInvalid,
             IdentityError::RefreshTokenReused,
+            IdentityError::MfaTokenInvalid,
+            IdentityError::MfaCodeInvalid,
+            IdentityError::MfaAlreadyEnabled,
+            IdentityError::MfaNotEnrolled,
+            IdentityError::MfaNotEnabled,
             IdentityError::EmailTaken,
             IdentityError::AlreadyMember,
             IdentityError::InvitationPending,

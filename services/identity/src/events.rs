@@ -31,6 +31,14 @@ pub const SESSION_REVOKED: &str = "identity.session.revoked";
 pub const LOGIN_FAILED: &str = "identity.user.login_failed";
 /// `identity.user.locked`
 pub const USER_LOCKED: &str = "identity.user.locked";
+/// `identity.user.mfa_enabled`
+pub const MFA_ENABLED: &str = "identity.user.mfa_enabled";
+/// `identity.user.mfa_disabled`
+pub const MFA_DISABLED: &str = "identity.user.mfa_disabled";
+/// `identity.user.updated`
+pub const USER_UPDATED: &str = "identity.user.updated";
+/// `identity.user.backup_codes_regenerated`
+pub const BACKUP_CODES_REGENERATED: &str = "identity.user.backup_codes_regenerated";
 
 /// Converts a time to the wire.
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {

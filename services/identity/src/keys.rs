@@ -38,7 +38,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
-use trellis_kit::auth::{Claims, jwt};
+use trellis_kit::auth::jwt;
 use trellis_kit::db::Db;
 use trellis_kit::{Error, Result};
 use trellis_proto::trellis::identity::v1::Jwk;
@@ -146,8 +146,10 @@ impl std::fmt::Debug for ActiveKey {
 }
 
 impl ActiveKey {
-    /// Signs claims into a compact JWS (`alg: EdDSA`, `typ: at+jwt`, this `kid`).
-    pub fn sign(&self, claims: &Claims) -> String {
+    /// Signs claims into a compact JWS (`alg: EdDSA`, `typ: at+jwt`, this `kid`): kit's
+    /// [`trellis_kit::auth::Claims`],
+    /// or a struct flattening them with more claims (`tokens::UserClaims`).
+    pub fn sign<C: serde::Serialize>(&self, claims: &C) -> String {
         jwt::sign(claims, &self.kid, &self.key)
     }
 }

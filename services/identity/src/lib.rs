@@ -23,6 +23,10 @@
 //!   session acts in, access-token claims.
 //! - [`sessions`]: Logout, LogoutAll, the session list, SwitchOrganization, GetSessionStatus.
 //! - [`revocation`]: announces revoked sessions on Redis (`trellis.revocations`) with a heartbeat.
+//! - [`mfa`] (queries in `store::mfa`, handlers in [`mfa_api`]): TOTP enrolment, the second step
+//!   of a sign-in (`requires_mfa` → Challenge), backup codes, Disable.
+//! - [`users`] (queries in `store::users`, handlers in [`users_api`]): the current user's profile
+//!   (GetMe, UpdateMe) and GetUser; [`account_lifecycle`]: Deactivate, DeleteMe, Reactivate.
 //! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
 //! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), their
 //!   rotation schedule (next → active → retiring → retired) and the JWKS.
@@ -42,6 +46,7 @@
 //! refresh token, [`events`] stages `identity.user.registered` and friends → commit → an access
 //! token signed by [`keys`].
 
+pub mod account_lifecycle;
 pub mod accounts;
 pub mod api;
 pub mod api_keys;
@@ -53,6 +58,8 @@ pub mod invitation_store;
 pub mod invitations;
 pub mod keys;
 pub mod members;
+pub mod mfa;
+pub mod mfa_api;
 pub mod org_store;
 pub mod organization;
 pub mod organizations;
@@ -70,6 +77,8 @@ pub mod teams;
 pub mod teams_api;
 pub mod tokens;
 pub mod user;
+pub mod users;
+pub mod users_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,11 +87,13 @@ use trellis_kit::{Module, Service};
 use trellis_proto::trellis::identity::v1::api_key_service_server::ApiKeyServiceServer;
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
+use trellis_proto::trellis::identity::v1::mfa_service_server::MfaServiceServer;
 use trellis_proto::trellis::identity::v1::organization_service_server::OrganizationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
 use trellis_proto::trellis::identity::v1::team_service_server::TeamServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
 use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryServiceServer;
+use trellis_proto::trellis::identity::v1::user_service_server::UserServiceServer;
 
 pub use accounts::Identity;
 pub use config::IdentityConfig;
@@ -121,6 +132,8 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .worker("permissions-schema", schema)
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
+                .grpc(MfaServiceServer::new(mfa_api::MfaApi::new(identity.clone())))
+                .grpc(UserServiceServer::new(users_api::UserApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone(), pages.clone())))
                 .grpc(OrganizationServiceServer::new(organizations_api::OrganizationApi::new(
                     identity.clone(),

@@ -148,11 +148,11 @@ impl Identity {
             .into_iter()
             .find(|m| m.org_id == org_id)
             .ok_or_else(|| Error::permission_denied("NOT_A_MEMBER", "You are not a member of this organization"))?;
-        if !store::switch_session_org(&mut tx, sid, user_id, org_id).await? {
+        let Some(amr) = store::switch_session_org(&mut tx, sid, user_id, org_id).await? else {
             return Err(Error::unauthenticated("SESSION_REVOKED", "The session has been signed out"));
-        }
+        };
         tx.commit().await?;
-        let access_token = self.sign_access_token(user_id, sid, Some(&membership)).await?;
+        let access_token = self.sign_access_token(user_id, sid, Some(&membership), amr).await?;
         let role = membership.role.clone();
         Ok(Switched { tokens: self.pair(access_token, String::new()), org_id, role })
     }

@@ -339,6 +339,8 @@ pub struct PresentedRefreshToken {
     pub session_revoked_at: Option<DateTime<Utc>>,
     /// The session's absolute expiry.
     pub session_expires_at: DateTime<Utc>,
+    /// The session's authentication methods.
+    pub session_amr: Vec<String>,
 }
 
 /// The refresh token with this hash, locking it and its session: concurrent refreshes of one
@@ -349,7 +351,7 @@ pub async fn refresh_token_for_update(
 ) -> sqlx::Result<Option<PresentedRefreshToken>> {
     sqlx::query_as(
         "select t.id, t.session_id, t.expires_at, t.rotated_at, s.user_id, u.status as user_status, s.active_org_id,
-                s.revoked_at as session_revoked_at, s.expires_at as session_expires_at
+                s.revoked_at as session_revoked_at, s.expires_at as session_expires_at, s.amr as session_amr
          from identity.refresh_tokens t
          join identity.sessions s on s.id = t.session_id
          join identity.users u on u.id = s.user_id
@@ -503,7 +505,9 @@ pub async fn mark_invitation_accepted(conn: &mut PgConnection, id: Uuid, user_id
 
 pub mod api_keys;
 pub mod directory;
+pub mod mfa;
 pub mod signing_keys;
+pub mod users;
 
 /// A signing key row with its sealed private key.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -635,24 +639,24 @@ pub async fn live_session_ids(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<(
     .await
 }
 
-/// Makes `org_id` the organization a live session of `user_id` acts in. False when the session
-/// is not the user's or has ended.
+/// Makes `org_id` the organization a live session of `user_id` acts in; returns the session's
+/// authentication methods. `None` when the session is not the user's or has ended.
 pub async fn switch_session_org(
     conn: &mut PgConnection,
     session_id: Uuid,
     user_id: Uuid,
     org_id: Uuid,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+) -> sqlx::Result<Option<Vec<String>>> {
+    sqlx::query_scalar(
         "update identity.sessions set active_org_id = $3, last_seen_at = now()
-         where id = $1 and user_id = $2 and revoked_at is null and expires_at > now()",
+         where id = $1 and user_id = $2 and revoked_at is null and expires_at > now()
+         returning amr",
     )
     .bind(session_id)
     .bind(user_id)
     .bind(org_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Counts one more consecutive failed sign-in of an unlocked account. At `threshold` the account

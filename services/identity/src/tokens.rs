@@ -124,6 +124,24 @@ pub fn user_claims(
     }
 }
 
+/// A user's access-token claims: kit's [`Claims`] plus `amr`, the authentication methods of the
+/// session (`pwd`, `otp`), so that a service can ask for a second factor where it matters. Kit's
+/// verifier reads the common claims and ignores `amr`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserClaims {
+    /// The common claims.
+    #[serde(flatten)]
+    pub claims: Claims,
+    /// Authentication methods (RFC 8176 values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+}
+
+/// The authentication methods of a password sign-in.
+pub fn password_amr() -> Vec<String> {
+    vec!["pwd".to_string()]
+}
+
 /// The claims of a service token: `sub = service:<name>`, acting in `org` when given (rule: 5 min
 /// lifetime, no session, no roles; the permissions service authorizes by the service name).
 pub fn service_claims(
@@ -168,6 +186,7 @@ mod tests {
             active_org_id: None,
             session_revoked_at: None,
             session_expires_at: now + TimeDelta::days(90),
+            session_amr: password_amr(),
         }
     }
 
@@ -280,6 +299,19 @@ mod tests {
         assert_eq!(c.exp - c.iat, 900);
         assert_eq!(c.nbf, Some(c.iat));
         assert_eq!((c.iss.as_str(), c.aud.as_str()), ("https://id.test", "trellis"));
+    }
+
+    #[test]
+    fn user_claims_serialise_amr_beside_the_common_claims() {
+        let now = Utc::now();
+        let claims = user_claims("i", "trellis", Uuid::now_v7(), Uuid::now_v7(), None, now, Duration::from_secs(60));
+        let with = UserClaims { claims: claims.clone(), amr: vec!["pwd".into(), "otp".into()] };
+        let json = serde_json::to_value(&with).expect("json");
+        assert_eq!(json["amr"], serde_json::json!(["pwd", "otp"]));
+        assert_eq!(json["sub"], serde_json::json!(claims.sub));
+        // Kit's verifier reads the same token as plain claims.
+        let plain: Claims = serde_json::from_value(json).expect("claims");
+        assert_eq!(plain, claims);
     }
 
     #[test]

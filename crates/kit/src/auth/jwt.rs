@@ -46,8 +46,10 @@ pub enum JwtError {
     Signature,
 }
 
-/// Signs `claims` as a compact JWS under `kid`.
-pub fn sign(claims: &Claims, kid: &str, key: &SigningKey) -> String {
+/// Signs `claims` as a compact JWS under `kid`. Usually [`Claims`]; an issuer may sign a struct
+/// that flattens [`Claims`] and adds claims of its own (identity's `amr`), which verifiers
+/// ignore unless they look for them.
+pub fn sign<C: serde::Serialize>(claims: &C, kid: &str, key: &SigningKey) -> String {
     let header = Header { alg: ALG.to_string(), typ: Some(TYP.to_string()), kid: Some(kid.to_string()) };
     // Serialising plain structs of strings and numbers cannot fail.
     let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());

@@ -1,0 +1,77 @@
+//! The current user through the gateway: `GET /users/me` after sign-up (flow 1) and
+//! `PATCH /users/me` with the mask derived from the body, and deactivation (flow 14).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{PASSWORD, Platform};
+
+#[tokio::test]
+async fn the_current_user_reads_and_updates_their_profile() {
+    let p = Platform::start().await;
+    let ada = p.register("Ada", "ada@example.com", None).await;
+
+    let me = p.get("/api/v1/users/me", &ada.token).await;
+    assert_eq!(me.status, StatusCode::OK, "{me:?}");
+    assert_eq!(me.body["email"], "ada@example.com");
+    assert_eq!(me.body["active_organization"]["role"], "owner");
+    assert_eq!(me.body["active_organization"]["name"], "Ada's workspace");
+
+    let bad = p
+        .call(
+            Method::PATCH,
+            "/api/v1/users/me",
+            Some(&ada.token),
+            Some(json!({"timezone": "Mars/Base", "locale": "pt-BR"})),
+        )
+        .await;
+    assert_eq!((bad.status, bad.error_code()), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
+    assert_eq!(bad.body["error"]["details"][0]["field"], "timezone");
+
+    let good = p
+        .call(
+            Method::PATCH,
+            "/api/v1/users/me",
+            Some(&ada.token),
+            Some(json!({"last_name": "Lovelace", "timezone": "Europe/London"})),
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::OK, "{good:?}");
+    assert_eq!(good.body["name"], "Ada Lovelace");
+    let me = p.get("/api/v1/users/me", &ada.token).await;
+    assert_eq!((me.body["timezone"].as_str(), me.body["locale"].as_str()), (Some("Europe/London"), Some("en")));
+
+    let own = p.get(&format!("/api/v1/users/{}", ada.id), &ada.token).await;
+    assert_eq!((own.status, own.body["name"].as_str()), (StatusCode::OK, Some("Ada Lovelace")));
+    let bob = p.register("Bob", "bob@example.com", None).await;
+    let stranger = p.get(&format!("/api/v1/users/{}", bob.id), &ada.token).await;
+    assert_eq!(stranger.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn deactivation_needs_a_transfer_first_and_then_signs_the_user_out_everywhere() {
+    let p = Platform::start().await;
+    let owner = p.register("Olive", "olive@example.com", None).await;
+    let invited = p.post("/api/v1/invitations", Some(&owner.token), json!({"email": "mia@example.com"})).await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{invited:?}");
+    let token = p.invitation_token("mia@example.com").await;
+    let mia = p.register("Mia", "mia@example.com", Some(&token)).await;
+    let second = p.login("mia@example.com").await;
+
+    let body = json!({"confirmation": "DEACTIVATE", "password": PASSWORD});
+    let refused = p.post("/api/v1/users/me/deactivate", Some(&owner.token), body.clone()).await;
+    assert_eq!((refused.status, refused.error_code()), (StatusCode::CONFLICT, "OWNERSHIP_TRANSFER_REQUIRED"));
+
+    assert_eq!(p.get("/api/v1/tasks", &mia.token).await.status, StatusCode::OK);
+    let done = p.post("/api/v1/users/me/deactivate", Some(&mia.token), body).await;
+    assert_eq!(done.status, StatusCode::OK, "{done:?}");
+    assert!(done.body["erase_after"].is_string());
+    for token in [&mia.token, &second.token] {
+        let gone = p.poll("/api/v1/tasks", token, Duration::from_secs(1), |a| a.status == StatusCode::UNAUTHORIZED);
+        assert_eq!(gone.await.status, StatusCode::UNAUTHORIZED, "every session ends within a second");
+    }
+    let login = p.post("/api/v1/auth/login", None, json!({"email": "mia@example.com", "password": PASSWORD})).await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED);
+}
