@@ -22,7 +22,10 @@
 //! - [`time`]: timers (one running per user), manual entries, reports.
 //! - [`trash`]: trashed-task lists and purges.
 //! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
-//! - [`access`]: the single seam for permission checks ([`access::Access`]).
+//! - [`access`]: the single seam for permission checks ([`access::Access`]): the permissions
+//!   service in a cell ([`access::Permissions`]).
+//! - [`relationships`]: the relationships tasks writes to the permissions service (board org,
+//!   visibility and members; task board, creator and assignee), with their version guards.
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
 //! - [`events`]: the payloads this service publishes, staged in the outbox with the change.
 //! - [`error`]: [`error::TaskError`] and the reason → gRPC code table.
@@ -46,6 +49,7 @@ pub mod error;
 pub mod events;
 pub mod list;
 pub mod position;
+pub mod relationships;
 pub mod store;
 pub mod task;
 pub mod time;
@@ -64,26 +68,55 @@ use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// The tasks module: `TaskService` over the `tasks` schema.
+/// The tasks module as a cell runs it: permissions through the permissions service.
 pub fn module() -> Module {
-    Module::new("tasks", &MIGRATOR, |runtime| {
+    module_with(AccessMode::Permissions)
+}
+
+/// Where the tasks module gets its answers to "may the caller do this".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    /// The permissions service (Check, CheckBulk, LookupResources), with the relationships tasks
+    /// owns staged in the outbox and written after each commit. What a cell runs.
+    Permissions,
+    /// Organization roles from the token only ([`access::OrgMembership`]): for tests of the task
+    /// rules in a cell without identity and permissions. Private boards are not enforced.
+    OrgRoles,
+}
+
+/// The tasks module with the given access mode.
+pub fn module_with(mode: AccessMode) -> Module {
+    Module::new("tasks", &MIGRATOR, move |runtime| {
         Box::pin(async move {
             let tokens = PageTokens::new(runtime.config.cell_secret.as_bytes());
-            // The one place to swap in the permissions-service implementation of `Access`.
-            let access = Arc::new(access::OrgMembership);
+            let access: Arc<dyn access::Access> = match mode {
+                AccessMode::Permissions => Arc::new(access::Permissions::new(runtime.authz.clone())),
+                AccessMode::OrgRoles => Arc::new(access::OrgMembership),
+            };
             let api = api::TaskApi::new(runtime.db.clone(), tokens, access);
-            Ok(Service::new()
+            let service = Service::new()
                 .grpc(TaskServiceServer::new(api.clone()))
                 .grpc(BoardServiceServer::new(api.clone()))
                 .grpc(ChecklistServiceServer::new(api.clone()))
                 .grpc(CollabServiceServer::new(api.clone()))
                 .grpc(EntityServiceServer::new(api.clone()))
-                .grpc(TimeServiceServer::new(api)))
+                .grpc(TimeServiceServer::new(api));
+            Ok(match mode {
+                // The durable path of the relationship writes staged with each change.
+                AccessMode::Permissions => {
+                    service.consumer(trellis_kit::authz::relationship_writes("tasks", runtime.authz.clone()))
+                }
+                AccessMode::OrgRoles => service,
+            })
         })
     })
+    .with_schema(SCHEMA)
     .with_scope_resources(SCOPE_RESOURCES)
     .with_collab()
 }
+
+/// The tasks authorization model (`schema.zed`), registered with the permissions service.
+pub const SCHEMA: &str = include_str!("../schema.zed");
 
 /// The API-key scope resources of tasks (spec rule 13), registered with identity at start-up.
 pub const SCOPE_RESOURCES: &[(&str, &str)] = &[("tasks", "Boards, tasks, checklists and time entries")];

@@ -1,6 +1,7 @@
 //! Integration tests of the tasks service over real gRPC, against the Postgres, Redis and
 //! RabbitMQ that `cargo xtask test` starts; `rest` drives the same flows through the gateway.
 
+mod access;
 mod boards;
 mod checklists;
 mod collab;
