@@ -16,6 +16,8 @@
 //! - [`board`]: default columns, keys; [`board::ops`] the board operations.
 //! - [`collab`]: comments (mentions), tags, entity links and activity of tasks, through
 //!   `kit::collab` (its tables are installed by kit in this schema: `Module::with_collab`).
+//!   Links other modules make to tasks and boards are mirrored by the `tasks.links` consumer
+//!   (`kit::collab::Collab::link_mirror`).
 //! - [`checklist`]: checklists and items, and when a checklist completes.
 //! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
 //! - [`position`]: fractional ordering keys (`after`, `between`).
@@ -100,7 +102,9 @@ pub fn module_with(mode: AccessMode) -> Module {
                 .grpc(ChecklistServiceServer::new(api.clone()))
                 .grpc(CollabServiceServer::new(api.clone()))
                 .grpc(EntityServiceServer::new(api.clone()))
-                .grpc(TimeServiceServer::new(api));
+                .grpc(TimeServiceServer::new(api))
+                // Links crm, documents and finance make to tasks and boards, mirrored here.
+                .consumer(collab::COLLAB.link_mirror(&[collab::TASK, collab::BOARD]));
             Ok(match mode {
                 // The durable path of the relationship writes staged with each change.
                 AccessMode::Permissions => {
