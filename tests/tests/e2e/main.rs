@@ -10,3 +10,4 @@ mod recovery;
 mod service_tokens;
 mod sessions;
 mod skeleton;
+mod tasks_collab;
