@@ -55,7 +55,11 @@ async fn main() {
         (Duration::from_secs(2), Duration::from_secs(10))
     };
     let concurrency = 16;
-    let cell = TestCell::start(vec![trellis_identity::module(), trellis_tasks::module()]).await;
+    let cell = TestCell::start(vec![
+        trellis_identity::module(),
+        trellis_tasks::module_with(trellis_tasks::AccessMode::OrgRoles),
+    ])
+    .await;
     let rss_before_gateway = rss_mib();
     let (addr, _gateway) = trellis_gateway::spawn_for_tests(cell.config.clone(), cell.auth.clone()).await;
     let base = format!("http://{addr}");

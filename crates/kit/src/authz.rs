@@ -276,38 +276,65 @@ impl Authz {
         org: Uuid,
         change: &crate::org_relationships::Change,
     ) -> Result<(String, bool), tonic::Status> {
-        use crate::org_relationships::Op;
         if change.updates.is_empty() {
             return Ok((String::new(), true));
         }
+        self.write_request(org, change_request(change)).await
+    }
+
+    /// Sends a prepared WriteRelationships request in `org` (a staged [`change_request`]).
+    /// Returns `(written_at, skipped)`.
+    pub async fn write_request(
+        &self,
+        org: Uuid,
+        req: pb::WriteRelationshipsRequest,
+    ) -> Result<(String, bool), tonic::Status> {
         let token = self.token(Some(org)).await?;
-        let req = pb::WriteRelationshipsRequest {
-            updates: change
-                .updates
-                .iter()
-                .map(|u| pb::RelationshipUpdate {
-                    operation: match u.op {
-                        Op::Touch => pb::Operation::Touch,
-                        Op::Delete => pb::Operation::Delete,
-                    } as i32,
-                    relationship: Some(pb::Relationship {
-                        resource: Some(u.resource.object()),
-                        relation: u.relation.clone(),
-                        subject: Some(u.subject.subject()),
-                    }),
-                })
-                .collect(),
-            preconditions: Vec::new(),
-            source_version: change
-                .source
-                .as_ref()
-                .map(|(key, version)| pb::SourceVersion { key: key.clone(), version: *version }),
-        };
         let r = RelationshipServiceClient::new(self.channel.clone())
             .write_relationships(request(req, &token)?)
             .await?
             .into_inner();
         Ok((r.written_at.map(|t| t.token).unwrap_or_default(), r.skipped))
+    }
+
+    /// The relationships of `resource` (every relation when `relation` is empty), all pages.
+    pub async fn read_relationships(
+        &self,
+        org: Uuid,
+        resource: &Ref,
+        relation: &str,
+        at_least_as_fresh: Option<&str>,
+    ) -> Result<Vec<(Ref, String, Ref)>, tonic::Status> {
+        let token = self.token(Some(org)).await?;
+        let mut client = RelationshipServiceClient::new(self.channel.clone());
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let req = pb::ReadRelationshipsRequest {
+                filter: Some(pb::RelationshipFilter {
+                    resource_type: resource.ty.clone(),
+                    optional_resource_id: resource.id.clone(),
+                    optional_relation: relation.to_owned(),
+                    ..Default::default()
+                }),
+                consistency: consistency(at_least_as_fresh),
+                page_size: 1000,
+                page_token: page_token.clone(),
+            };
+            let r = client.read_relationships(request(req, &token)?).await?.into_inner();
+            for rel in r.relationships {
+                let object =
+                    |o: Option<pb::ObjectReference>| o.map(|o| (o.object_type, o.object_id)).unwrap_or_default();
+                let (rt, rid) = object(rel.resource);
+                let (subject, subject_relation) =
+                    rel.subject.map(|s| (object(s.object), s.optional_relation)).unwrap_or_default();
+                out.push((Ref::new(rt, rid), rel.relation, Ref::set(subject.0, subject.1, subject_relation)));
+            }
+            if r.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = r.next_page_token;
+        }
     }
 
     /// Registers `module`'s schema once (WriteSchema). Returns whether it changed.
@@ -346,6 +373,89 @@ impl Authz {
 
 fn request<T>(message: T, token: &str) -> Result<Request<T>, tonic::Status> {
     authed(message, token).map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+/// The WriteRelationships request of one change: its updates and its source-version guard (the
+/// `clears` are not expressible here).
+pub fn change_request(change: &crate::org_relationships::Change) -> pb::WriteRelationshipsRequest {
+    use crate::org_relationships::Op;
+    pb::WriteRelationshipsRequest {
+        updates: change
+            .updates
+            .iter()
+            .map(|u| pb::RelationshipUpdate {
+                operation: match u.op {
+                    Op::Touch => pb::Operation::Touch,
+                    Op::Delete => pb::Operation::Delete,
+                } as i32,
+                relationship: Some(pb::Relationship {
+                    resource: Some(u.resource.object()),
+                    relation: u.relation.clone(),
+                    subject: Some(u.subject.subject()),
+                }),
+            })
+            .collect(),
+        preconditions: Vec::new(),
+        source_version: change
+            .source
+            .as_ref()
+            .map(|(key, version)| pb::SourceVersion { key: key.clone(), version: *version }),
+    }
+}
+
+/// The routing key under which `module` stages its relationship writes
+/// (`tasks.relationships.changed`); only the module's own [`relationship_writes`] consumer binds it.
+pub fn relationships_event_type(module: &str) -> String {
+    format!("{module}.relationships.changed")
+}
+
+/// Stages `change` in the outbox of the transaction (the durable path of a relationship write
+/// that accompanies a business change, ARCHITECTURE §5). After commit the handler also applies
+/// it directly ([`Authz::write_change`]); the source-version guard makes whichever path arrives
+/// second a no-op, and a late delivery never undoes a newer state.
+pub async fn stage_change(
+    tx: &mut crate::db::Tx,
+    ctx: &crate::RequestContext,
+    module: &str,
+    change: &crate::org_relationships::Change,
+) -> crate::Result<()> {
+    if change.updates.is_empty() {
+        return Ok(());
+    }
+    crate::events::stage(tx, ctx, &relationships_event_type(module), &change_request(change)).await?;
+    Ok(())
+}
+
+/// The consumer (`<module>.relationships`) that applies the relationship writes `module` staged
+/// with [`stage_change`]. A failed write (permissions unavailable) is retried by the consumer and
+/// finally dead-lettered, where an operator can replay it.
+pub fn relationship_writes(module: &str, authz: Authz) -> crate::events::Consumer {
+    crate::events::Consumer::new(
+        format!("{module}.relationships"),
+        &[relationships_event_type(module).as_str()],
+        RelationshipWrites { authz },
+    )
+}
+
+#[derive(Debug)]
+struct RelationshipWrites {
+    authz: Authz,
+}
+
+impl crate::events::Handler for RelationshipWrites {
+    fn handle<'a>(
+        &'a self,
+        event: &'a crate::events::Event,
+        _tx: &'a mut crate::db::Tx,
+    ) -> futures::future::BoxFuture<'a, crate::Result<()>> {
+        Box::pin(async move {
+            let req: pb::WriteRelationshipsRequest = event.payload()?;
+            self.authz.write_request(event.org_id, req).await.map_err(|e| {
+                crate::Error::unavailable("PERMISSIONS_UNAVAILABLE", format!("relationship write failed: {e}"))
+            })?;
+            Ok(())
+        })
+    }
 }
 
 fn reason(e: &tonic::Status) -> String {

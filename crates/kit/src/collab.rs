@@ -650,6 +650,17 @@ impl Collab {
         Ok(())
     }
 
+    /// The consumer (`<context>.links`) that mirrors the links other modules publish
+    /// (`<other>.link.created` / `.deleted`) whose target is one of `own_types`. Redelivery is
+    /// harmless: the inbox drops repeats and the mirrored row is keyed by the link id.
+    pub fn link_mirror(self, own_types: &'static [&'static str]) -> crate::events::Consumer {
+        crate::events::Consumer::new(
+            format!("{}.links", self.context),
+            &["*.link.created", "*.link.deleted"],
+            LinkMirror { collab: self, own_types },
+        )
+    }
+
     /// Hides or shows the links touching an entity of another module (it went to or came back
     /// from its trash).
     pub async fn set_links_hidden(&self, tx: &mut Tx, other: &EntityRef, hidden: bool) -> Result<()> {
@@ -690,6 +701,30 @@ impl Collab {
                 .await?;
         }
         Ok(())
+    }
+}
+
+struct LinkMirror {
+    collab: Collab,
+    own_types: &'static [&'static str],
+}
+
+impl crate::events::Handler for LinkMirror {
+    fn handle<'a>(
+        &'a self,
+        event: &'a crate::events::Event,
+        tx: &'a mut Tx,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let kind = event.envelope.r#type.as_str();
+            // This module's own links are stored as owned rows already.
+            if kind.starts_with(&format!("{}.", self.collab.context)) {
+                return Ok(());
+            }
+            let created = kind.ends_with(".link.created");
+            let payload: LinkChanged = event.payload()?;
+            self.collab.mirror(tx, event.org_id, created, &payload, self.own_types).await
+        })
     }
 }
 

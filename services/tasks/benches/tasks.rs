@@ -39,7 +39,7 @@ async fn main() {
     };
     let kanban_tasks: i32 = if quick { 500 } else { 5_000 };
 
-    let cell = TestCell::start(vec![trellis_tasks::module()]).await;
+    let cell = TestCell::start(vec![trellis_tasks::module_with(trellis_tasks::AccessMode::OrgRoles)]).await;
     let gateway = Builder::new(cell.config.clone(), GatewayConfig::from_env().without_practical_rate_limits())
         .authenticator(cell.auth.clone())
         .spawn()

@@ -716,8 +716,77 @@ fn board_id_of(v: &mut Violations, raw: &str) -> uuid::Uuid {
     v.uuid("board_id", raw)
 }
 
+fn member_of(v: &mut Violations, subject_type: &str, subject_id: &str) -> boards::MemberSpec {
+    let subject_type = match subject_type {
+        "" | "user" => "user",
+        "team" => "team",
+        "api_key" => "api_key",
+        _ => {
+            v.add("subject_type", "must be user, team or api_key");
+            "user"
+        }
+    };
+    boards::MemberSpec { subject_type, subject_id: v.uuid("subject_id", subject_id) }
+}
+
+fn member_to_proto(m: &crate::access::BoardMember) -> proto::BoardMember {
+    proto::BoardMember {
+        subject_type: m.subject_type.clone(),
+        subject_id: m.subject_id.to_string(),
+        role: m.role.clone(),
+    }
+}
+
 #[tonic::async_trait]
 impl BoardService for TaskApi {
+    async fn add_board_member(
+        &self,
+        request: Request<proto::AddBoardMemberRequest>,
+    ) -> Result<Response<proto::AddBoardMemberResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
+        let member = member_of(&mut v, &r.subject_type, &r.subject_id);
+        let role = match r.role.as_str() {
+            "" | "viewer" => "viewer",
+            "editor" => "editor",
+            "owner" if member.subject_type != "team" => "owner",
+            "owner" => {
+                v.add("role", "a team can be editor or viewer");
+                "viewer"
+            }
+            _ => {
+                v.add("role", "must be owner, editor or viewer");
+                "viewer"
+            }
+        };
+        v.finish()?;
+        let m = boards::add_member(&self.db, self.access.as_ref(), &ctx, board_id, &member, role).await?;
+        Ok(Response::new(proto::AddBoardMemberResponse { member: Some(member_to_proto(&m)) }))
+    }
+
+    async fn remove_board_member(
+        &self,
+        request: Request<proto::RemoveBoardMemberRequest>,
+    ) -> Result<Response<()>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
+        let member = member_of(&mut v, &r.subject_type, &r.subject_id);
+        v.finish()?;
+        boards::remove_member(&self.db, self.access.as_ref(), &ctx, board_id, &member).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_board_members(
+        &self,
+        request: Request<proto::ListBoardMembersRequest>,
+    ) -> Result<Response<proto::ListBoardMembersResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
+        v.finish()?;
+        let members = boards::members(&self.db, self.access.as_ref(), &ctx, board_id).await?;
+        Ok(Response::new(proto::ListBoardMembersResponse { members: members.iter().map(member_to_proto).collect() }))
+    }
+
     async fn create_board(
         &self,
         request: Request<proto::CreateBoardRequest>,
@@ -768,7 +837,7 @@ impl BoardService for TaskApi {
         });
         v.finish()?;
         let (views, next_page_token, total) =
-            boards::list(&self.db, &ctx, &self.tokens, r.archived, size, &r.page_token).await?;
+            boards::list(&self.db, self.access.as_ref(), &ctx, &self.tokens, r.archived, size, &r.page_token).await?;
         Ok(Response::new(proto::ListBoardsResponse {
             boards: views.iter().map(board_to_proto).collect(),
             next_page_token,
@@ -1509,7 +1578,7 @@ impl EntityService for TaskApi {
         let types = entity_types(&mut v, "types", &r.types);
         v.finish()?;
         let filter = list::schema().parse(&r.filter)?;
-        let groups = crate::entity::search(&self.db, &ctx, &query, &types, limit, filter).await?;
+        let groups = crate::entity::search(&self.db, self.access.as_ref(), &ctx, &query, &types, limit, filter).await?;
         Ok(Response::new(common::SearchResponse {
             groups: groups
                 .iter()
@@ -1529,7 +1598,7 @@ impl EntityService for TaskApi {
         let (ctx, r, mut v) = parts(request)?;
         let types = entity_types(&mut v, "types", &r.types);
         v.finish()?;
-        let counts = crate::entity::count(&self.db, &ctx, &types).await?;
+        let counts = crate::entity::count(&self.db, self.access.as_ref(), &ctx, &types).await?;
         Ok(Response::new(common::CountResponse {
             counts: counts.into_iter().map(|(k, n)| (k.to_string(), n)).collect(),
         }))

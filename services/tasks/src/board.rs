@@ -49,10 +49,11 @@ pub mod ops {
     use uuid::Uuid;
 
     use super::DEFAULT_COLUMNS;
-    use crate::access::{Access, BoardPermission};
+    use crate::access::{Access, BoardMember, BoardPermission};
     use crate::error::TaskError;
     use crate::events;
     use crate::position;
+    use crate::relationships;
     use crate::store::{self, BoardRow, ColumnRow, ColumnWrite};
     use crate::task::Status;
 
@@ -205,8 +206,21 @@ pub mod ops {
         }
         let board = store::board(&mut tx, id, false).await?.ok_or(TaskError::BoardNotFound)?;
         events::board_changed(&mut tx, ctx, events::BOARD_CREATED, &board, &[]).await?;
+        // The board's org and visibility; the caller becomes its owner.
+        let mut access_changes = vec![relationships::board_placed(
+            org_id,
+            id,
+            board.visibility == "org",
+            relationships::next_version(&mut tx).await?,
+        )];
+        if let Some(owner) = relationships::subject_of(&ctx.subject) {
+            let version = relationships::next_version(&mut tx).await?;
+            access_changes.push(relationships::board_member(id, &owner, Some("owner"), version));
+        }
+        access.stage(&mut tx, ctx, &access_changes).await?;
         let view = view(&mut tx, board).await?;
         tx.commit().await?;
+        access.apply(ctx, &access_changes).await;
         tracing::info!(board_id = %id, "board created");
         Ok(view)
     }
@@ -230,20 +244,22 @@ pub mod ops {
     /// One page of boards by name, with the total and the next token.
     pub async fn list(
         db: &Db,
+        access: &dyn Access,
         ctx: &RequestContext,
         tokens: &PageTokens,
         archived: bool,
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<BoardView>, String, i64)> {
-        // Permission: LookupResources(board, view) filters this list once the permissions
-        // service answers; with organization roles every live board of the org is visible.
+        // LookupResources(board, view), or every board for organization admins.
+        let visible = access.visible(ctx).await?;
         let hash = PageTokens::query_hash(&["tasks.ListBoards", if archived { "1" } else { "0" }]);
         let cursor: Option<Cursor> = tokens.decode(&hash, page_token)?;
         let mut tx = db.tenant_tx(ctx).await?;
         let mut rows =
-            store::boards_page(&mut tx, archived, cursor.map(|c| (c.name, c.id)), i64::from(page_size) + 1).await?;
-        let total = store::count_boards(&mut tx, archived).await?;
+            store::boards_page(&mut tx, &visible, archived, cursor.map(|c| (c.name, c.id)), i64::from(page_size) + 1)
+                .await?;
+        let total = store::count_boards(&mut tx, &visible, archived).await?;
         let next = if rows.len() > page_size as usize {
             rows.truncate(page_size as usize);
             rows.last().map(|b| tokens.encode(&hash, &Cursor { name: b.name.clone(), id: b.id })).unwrap_or_default()
@@ -330,9 +346,22 @@ pub mod ops {
             }
             events::board_changed(&mut tx, ctx, events::BOARD_UPDATED, &after, &changed).await?;
         }
+        // Visibility is the board's `org_wide` relationship.
+        let mut access_changes = Vec::new();
+        if changed.contains(&"visibility") {
+            let version = relationships::next_version(&mut tx).await?;
+            access_changes.push(relationships::board_placed(
+                ctx.org_id()?,
+                board_id,
+                after.visibility == "org",
+                version,
+            ));
+            access.stage(&mut tx, ctx, &access_changes).await?;
+        }
         let board = store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
         let view = view(&mut tx, board).await?;
         tx.commit().await?;
+        access.apply(ctx, &access_changes).await;
         Ok(view)
     }
 
@@ -455,6 +484,97 @@ pub mod ops {
         let view = view(&mut tx, board).await?;
         tx.commit().await?;
         Ok(view)
+    }
+
+    /// A board member to add or remove (validated).
+    #[derive(Debug, Clone)]
+    pub struct MemberSpec {
+        /// `user`, `team` or `api_key`.
+        pub subject_type: &'static str,
+        /// The subject's id.
+        pub subject_id: Uuid,
+    }
+
+    /// Gives a member a role on the board (spec AddBoardMember), replacing its previous role. A
+    /// change that would leave the board without an owner is FAILED_PRECONDITION `LAST_OWNER`.
+    pub async fn add_member(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        board_id: Uuid,
+        member: &MemberSpec,
+        role: &'static str,
+    ) -> Result<BoardMember> {
+        set_member(db, access, ctx, board_id, member, Some(role)).await?;
+        Ok(BoardMember {
+            subject_type: member.subject_type.to_string(),
+            subject_id: member.subject_id,
+            role: role.to_string(),
+        })
+    }
+
+    /// Removes a member's role (spec RemoveBoardMember): NOT_FOUND `MEMBER_NOT_FOUND` when it has
+    /// none, FAILED_PRECONDITION `LAST_OWNER` for the last owner.
+    pub async fn remove_member(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        board_id: Uuid,
+        member: &MemberSpec,
+    ) -> Result<()> {
+        set_member(db, access, ctx, board_id, member, None).await
+    }
+
+    async fn set_member(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        board_id: Uuid,
+        member: &MemberSpec,
+        role: Option<&'static str>,
+    ) -> Result<()> {
+        access.board(ctx, board_id, BoardPermission::Manage).await?;
+        let members = access.board_members(ctx, board_id).await?;
+        let is = |m: &BoardMember| m.subject_type == member.subject_type && m.subject_id == member.subject_id;
+        let current: Vec<&BoardMember> = members.iter().filter(|m| is(m)).collect();
+        if role.is_none() && current.is_empty() {
+            return Err(Error::not_found("MEMBER_NOT_FOUND", "This subject is not a member of the board"));
+        }
+        let owners = members.iter().filter(|m| m.role == "owner").count();
+        let was_owner = current.iter().any(|m| m.role == "owner");
+        if was_owner && role != Some("owner") && owners <= 1 {
+            return Err(Error::failed_precondition("LAST_OWNER", "A board keeps at least one owner"));
+        }
+        let mut tx = db.tenant_tx(ctx).await?;
+        let board = store::board_locked(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+        if board.archived_at.is_some() {
+            return Err(TaskError::BoardArchived.into());
+        }
+        let subject = relationships::member_subject(member.subject_type, member.subject_id);
+        let version = relationships::next_version(&mut tx).await?;
+        let changes = [relationships::board_member(board_id, &subject, role, version)];
+        access.stage(&mut tx, ctx, &changes).await?;
+        tx.commit().await?;
+        access.apply(ctx, &changes).await;
+        tracing::info!(board_id = %board_id, subject_type = member.subject_type, role = ?role, "board member changed");
+        Ok(())
+    }
+
+    /// The board's members, owners first (spec ListBoardMembers).
+    pub async fn members(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        board_id: Uuid,
+    ) -> Result<Vec<BoardMember>> {
+        access.board(ctx, board_id, BoardPermission::View).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        store::board(&mut tx, board_id, false).await?.ok_or(TaskError::BoardNotFound)?;
+        tx.commit().await?;
+        let mut members = access.board_members(ctx, board_id).await?;
+        let rank = |r: &str| relationships::BOARD_ROLES.iter().position(|x| *x == r).unwrap_or(usize::MAX);
+        members.sort_by(|a, b| rank(&a.role).cmp(&rank(&b.role)).then(a.subject_id.cmp(&b.subject_id)));
+        Ok(members)
     }
 
     #[cfg(test)]

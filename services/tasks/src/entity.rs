@@ -113,13 +113,14 @@ pub async fn resolve(
 /// (the ListTasks search); for boards a name or key match, by name.
 pub async fn search(
     db: &Db,
+    access: &dyn Access,
     ctx: &RequestContext,
     query: &str,
     types: &[&'static str],
     limit: u32,
     filter: Filter,
 ) -> Result<Vec<(&'static str, Vec<Summary>)>> {
-    ctx.org_id()?;
+    let visible = access.visible(ctx).await?;
     let mut tx = db.tenant_tx(ctx).await?;
     let mut groups = Vec::new();
     if types.contains(&TASK) {
@@ -135,6 +136,7 @@ pub async fn search(
             search: list::search_of(query),
             range: None,
             tags: Vec::new(),
+            visible: visible.clone(),
         };
         let tasks = store::tasks_page(&mut tx, &selection, &PageOrder::Ranked { offset: 0 }, i64::from(limit)).await?;
         let board_ids: Vec<Uuid> = tasks.iter().map(|t| t.board_id).collect();
@@ -145,7 +147,7 @@ pub async fn search(
         }
     }
     if types.contains(&BOARD) {
-        let boards = store::search_boards(&mut tx, query.trim(), i64::from(limit)).await?;
+        let boards = store::search_boards(&mut tx, &visible, query.trim(), i64::from(limit)).await?;
         if !boards.is_empty() {
             groups.push((BOARD, boards.iter().map(board_summary).collect()));
         }
@@ -155,10 +157,15 @@ pub async fn search(
 }
 
 /// Live non-deleted tasks and boards the caller can view, by collection.
-pub async fn count(db: &Db, ctx: &RequestContext, types: &[&'static str]) -> Result<Vec<(&'static str, i64)>> {
-    ctx.org_id()?;
+pub async fn count(
+    db: &Db,
+    access: &dyn Access,
+    ctx: &RequestContext,
+    types: &[&'static str],
+) -> Result<Vec<(&'static str, i64)>> {
+    let visible = access.visible(ctx).await?;
     let mut tx = db.tenant_tx(ctx).await?;
-    let (tasks, boards) = store::entity_counts(&mut tx).await?;
+    let (tasks, boards) = store::entity_counts(&mut tx, &visible).await?;
     tx.commit().await?;
     let mut out = Vec::new();
     if types.contains(&TASK) {

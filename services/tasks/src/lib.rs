@@ -16,6 +16,8 @@
 //! - [`board`]: default columns, keys; [`board::ops`] the board operations.
 //! - [`collab`]: comments (mentions), tags, entity links and activity of tasks, through
 //!   `kit::collab` (its tables are installed by kit in this schema: `Module::with_collab`).
+//!   Links other modules make to tasks and boards are mirrored by the `tasks.links` consumer
+//!   (`kit::collab::Collab::link_mirror`).
 //! - [`checklist`]: checklists and items, and when a checklist completes.
 //! - [`dependency`]: satisfaction and cycle detection (pure), and [`dependency::ops`].
 //! - [`position`]: fractional ordering keys (`after`, `between`).
@@ -27,7 +29,10 @@
 //!   running matching actions with loop protection) and `AutomationService`.
 //! - [`overdue`]: the minute sweep publishing `tasks.task.overdue` once per task per day.
 //! - [`entity`]: `trellis.common.v1.EntityService` (resolve, search, count) for tasks and boards.
-//! - [`access`]: the single seam for permission checks ([`access::Access`]).
+//! - [`access`]: the single seam for permission checks ([`access::Access`]): the permissions
+//!   service in a cell ([`access::Permissions`]).
+//! - [`relationships`]: the relationships tasks writes to the permissions service (board org,
+//!   visibility and members; task board, creator and assignee), with their version guards.
 //! - [`store`]: every query, each inside a tenant transaction (Row-Level Security scopes it).
 //! - [`events`]: the payloads this service publishes, staged in the outbox with the change.
 //! - [`error`]: [`error::TaskError`] and the reason → gRPC code table.
@@ -54,6 +59,7 @@ pub mod list;
 pub mod overdue;
 pub mod position;
 pub mod recurrence;
+pub mod relationships;
 pub mod store;
 pub mod task;
 pub mod time;
@@ -74,13 +80,31 @@ use trellis_proto::trellis::tasks::v1::time_service_server::TimeServiceServer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// The tasks module: `TaskService` over the `tasks` schema.
+/// The tasks module as a cell runs it: permissions through the permissions service.
 pub fn module() -> Module {
-    Module::new("tasks", &MIGRATOR, |runtime| {
+    module_with(AccessMode::Permissions)
+}
+
+/// Where the tasks module gets its answers to "may the caller do this".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    /// The permissions service (Check, CheckBulk, LookupResources), with the relationships tasks
+    /// owns staged in the outbox and written after each commit. What a cell runs.
+    Permissions,
+    /// Organization roles from the token only ([`access::OrgMembership`]): for tests of the task
+    /// rules in a cell without identity and permissions. Private boards are not enforced.
+    OrgRoles,
+}
+
+/// The tasks module with the given access mode.
+pub fn module_with(mode: AccessMode) -> Module {
+    Module::new("tasks", &MIGRATOR, move |runtime| {
         Box::pin(async move {
             let tokens = PageTokens::new(runtime.config.cell_secret.as_bytes());
-            // The one place to swap in the permissions-service implementation of `Access`.
-            let access = Arc::new(access::OrgMembership);
+            let access: Arc<dyn access::Access> = match mode {
+                AccessMode::Permissions => Arc::new(access::Permissions::new(runtime.authz.clone())),
+                AccessMode::OrgRoles => Arc::new(access::OrgMembership),
+            };
             let recurrence = recurrence::api::RecurrenceApi::new(
                 runtime.db.clone(),
                 access.clone(),
@@ -91,7 +115,7 @@ pub fn module() -> Module {
                 automation::api::AutomationApi::new(runtime.db.clone(), access.clone(), runtime.config.clock.clone());
             let engine = automation::engine::Automations::new(access.clone(), runtime.config.clock.clone());
             let api = api::TaskApi::new(runtime.db.clone(), tokens, access);
-            Ok(Service::new()
+            let service = Service::new()
                 .grpc(TaskServiceServer::new(api.clone()))
                 .grpc(BoardServiceServer::new(api.clone()))
                 .grpc(ChecklistServiceServer::new(api.clone()))
@@ -102,12 +126,25 @@ pub fn module() -> Module {
                 .job(recurrence::job(runtime.db.clone()))
                 .job(overdue::job(runtime.db.clone()))
                 .grpc(AutomationServiceServer::new(automations))
-                .consumer(engine.consumer()))
+                .consumer(engine.consumer())
+                // Links crm, documents and finance make to tasks and boards, mirrored here.
+                .consumer(collab::COLLAB.link_mirror(&[collab::TASK, collab::BOARD]));
+            Ok(match mode {
+                // The durable path of the relationship writes staged with each change.
+                AccessMode::Permissions => {
+                    service.consumer(trellis_kit::authz::relationship_writes("tasks", runtime.authz.clone()))
+                }
+                AccessMode::OrgRoles => service,
+            })
         })
     })
+    .with_schema(SCHEMA)
     .with_scope_resources(SCOPE_RESOURCES)
     .with_collab()
 }
+
+/// The tasks authorization model (`schema.zed`), registered with the permissions service.
+pub const SCHEMA: &str = include_str!("../schema.zed");
 
 /// The API-key scope resources of tasks (spec rule 13), registered with identity at start-up.
 pub const SCOPE_RESOURCES: &[(&str, &str)] = &[("tasks", "Boards, tasks, checklists and time entries")];

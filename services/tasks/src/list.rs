@@ -226,6 +226,7 @@ fn selection_of(query: &ListQuery) -> TaskSelection {
         search: search_of(&query.q),
         range: query.range,
         tags: query.tags.clone(),
+        visible: crate::access::Visible::All,
     }
 }
 
@@ -283,10 +284,13 @@ pub async fn list(
         }
         _ => {}
     }
-    if let Some(board_id) = query.board_id {
-        access.board(ctx, board_id, BoardPermission::View).await?;
+    let mut selection = selection_of(&query);
+    match query.board_id {
+        // Whoever views the board views all of its tasks.
+        Some(board_id) => access.board(ctx, board_id, BoardPermission::View).await?,
+        // Else the boards the caller views, plus the tasks they created or are assigned.
+        None => selection.visible = access.visible(ctx).await?,
     }
-    let selection = selection_of(&query);
     let mut tx = db.tenant_tx(ctx).await?;
     if !store::time_zone_exists(&mut tx, &query.time_zone).await? {
         return Err(Error::validation("time_zone", "is not a known IANA time zone"));

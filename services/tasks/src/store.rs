@@ -10,6 +10,7 @@ use trellis_kit::db::Tx;
 use trellis_kit::filter::{Filter, Order, SortKey};
 use uuid::Uuid;
 
+use crate::access::Visible;
 use crate::board::task_key;
 use crate::task::{Priority, Status};
 
@@ -148,6 +149,27 @@ pub struct TaskSelection {
     pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Only tasks carrying any of these tags (lowercase names; empty = all).
     pub tags: Vec<String>,
+    /// Only what the caller may view.
+    pub visible: Visible,
+}
+
+/// Restricts a query over tasks `t` to what the caller may view: tasks of the visible boards,
+/// plus those the caller created or is assigned.
+pub fn push_visible_tasks(q: &mut QueryBuilder<'_, Postgres>, visible: &Visible) {
+    if let Visible::Some { boards, user } = visible {
+        q.push(" and (t.board_id = any(").push_bind(boards.clone()).push(")");
+        if let Some(user) = user {
+            q.push(" or t.created_by = ").push_bind(*user).push(" or t.assignee_id = ").push_bind(*user);
+        }
+        q.push(")");
+    }
+}
+
+/// Restricts a query over boards (column `id`, or `alias.id`) to the visible ones.
+fn push_visible_boards(q: &mut QueryBuilder<'_, Postgres>, visible: &Visible, id_column: &str) {
+    if let Visible::Some { boards, .. } = visible {
+        q.push(format!(" and {id_column} = any(")).push_bind(boards.clone()).push(")");
+    }
 }
 
 /// A full-text query, split for the SQL (see `task::search_of`).
@@ -433,6 +455,7 @@ fn push_key_match(q: &mut QueryBuilder<'_, Postgres>, key: &(String, i32)) {
 
 fn push_selection(q: &mut QueryBuilder<'_, Postgres>, selection: &TaskSelection) {
     q.push(" where t.deleted_at is null");
+    push_visible_tasks(q, &selection.visible);
     match selection.parent_id {
         Some(parent_id) => {
             q.push(" and t.parent_id = ").push_bind(parent_id);
@@ -778,12 +801,14 @@ pub async fn column_rows(tx: &mut Tx, board_id: Uuid) -> Result<Vec<ColumnRow>> 
 /// Live boards by name after `cursor` (name, id).
 pub async fn boards_page(
     tx: &mut Tx,
+    visible: &Visible,
     archived: bool,
     cursor: Option<(String, Uuid)>,
     limit: i64,
 ) -> Result<Vec<BoardRow>> {
     let mut q = QueryBuilder::<Postgres>::new(BOARD_SELECT);
     q.push(" where deleted_at is null and (archived_at is not null) = ").push_bind(archived);
+    push_visible_boards(&mut q, visible, "id");
     if let Some((name, id)) = cursor {
         q.push(" and (name, id) > (").push_bind(name).push(", ").push_bind(id).push(")");
     }
@@ -792,13 +817,11 @@ pub async fn boards_page(
 }
 
 /// How many live boards are (or are not) archived.
-pub async fn count_boards(tx: &mut Tx, archived: bool) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from tasks.boards where deleted_at is null and (archived_at is not null) = $1",
-    )
-    .bind(archived)
-    .fetch_one(&mut **tx)
-    .await?)
+pub async fn count_boards(tx: &mut Tx, visible: &Visible, archived: bool) -> Result<i64> {
+    let mut q = QueryBuilder::<Postgres>::new("select count(*) from tasks.boards where deleted_at is null");
+    q.push(" and (archived_at is not null) = ").push_bind(archived);
+    push_visible_boards(&mut q, visible, "id");
+    Ok(q.build_query_scalar().fetch_one(&mut **tx).await?)
 }
 
 /// Writes a board's editable fields; `Ok(false)` when the new key is taken.
@@ -1073,12 +1096,14 @@ pub async fn trashed_task(tx: &mut Tx, task_id: Uuid) -> Result<Option<TaskRow>>
 /// Trashed tasks, most recently deleted first, after (deleted_at, id) of the previous page.
 pub async fn trashed_tasks(
     tx: &mut Tx,
+    visible: &Visible,
     board_id: Option<Uuid>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<TaskRow>> {
     let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
     q.push(" where t.deleted_at is not null");
+    push_visible_tasks(&mut q, visible);
     if let Some(board_id) = board_id {
         q.push(" and t.board_id = ").push_bind(board_id);
     }
@@ -1138,27 +1163,25 @@ pub async fn board_summaries(tx: &mut Tx, ids: &[Uuid]) -> Result<Vec<BoardSumma
 }
 
 /// Live boards whose name contains `q` or whose key is `q` (ignoring case), key match first.
-pub async fn search_boards(tx: &mut Tx, q: &str, limit: i64) -> Result<Vec<BoardSummaryRow>> {
+pub async fn search_boards(tx: &mut Tx, visible: &Visible, q: &str, limit: i64) -> Result<Vec<BoardSummaryRow>> {
     let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-    Ok(sqlx::query_as(&format!(
-        "{BOARD_SUMMARY} where b.deleted_at is null and (b.name ilike $1 escape '\\' or b.key = upper($2)) \
-         order by (b.key = upper($2)) desc, lower(b.name), b.id limit $3"
-    ))
-    .bind(pattern)
-    .bind(q)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await?)
+    let mut query = QueryBuilder::<Postgres>::new(BOARD_SUMMARY);
+    query.push(" where b.deleted_at is null and (b.name ilike ").push_bind(pattern);
+    query.push(" escape '\\' or b.key = upper(").push_bind(q.to_owned()).push("))");
+    push_visible_boards(&mut query, visible, "b.id");
+    query.push(" order by (b.key = upper(").push_bind(q.to_owned()).push(")) desc, lower(b.name), b.id limit ");
+    query.push_bind(limit);
+    Ok(query.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 /// Live tasks and live boards of the organization.
-pub async fn entity_counts(tx: &mut Tx) -> Result<(i64, i64)> {
-    Ok(sqlx::query_as(
-        "select (select count(*) from tasks.tasks where deleted_at is null), \
-         (select count(*) from tasks.boards where deleted_at is null)",
-    )
-    .fetch_one(&mut **tx)
-    .await?)
+pub async fn entity_counts(tx: &mut Tx, visible: &Visible) -> Result<(i64, i64)> {
+    let mut q = QueryBuilder::<Postgres>::new("select (select count(*) from tasks.tasks t where t.deleted_at is null");
+    push_visible_tasks(&mut q, visible);
+    q.push("), (select count(*) from tasks.boards b where b.deleted_at is null");
+    push_visible_boards(&mut q, visible, "b.id");
+    q.push(")");
+    Ok(q.build_query_as().fetch_one(&mut **tx).await?)
 }
 
 /// Whether a task (by id) is live, and whether its board is live.

@@ -16,7 +16,7 @@ use crate::access::{Access, BoardPermission, TaskPermission};
 use crate::board::{DEFAULT_BOARD_KEY, DEFAULT_BOARD_NAME, DEFAULT_COLUMNS};
 use crate::error::TaskError;
 use crate::store::{self, Column, TaskRow, WatcherRow};
-use crate::{events, position};
+use crate::{events, position, relationships};
 
 /// Longest title, in characters.
 pub const TITLE_MAX: usize = 500;
@@ -252,9 +252,17 @@ pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new:
     }
     let org_id = ctx.org_id()?;
     let mut tx = db.tenant_tx(ctx).await?;
+    let mut access_changes = Vec::new();
     let board_id = match new.board_id {
         Some(id) => id,
-        None => default_board(&mut tx, org_id).await?,
+        None => {
+            let (id, created) = default_board(&mut tx, org_id).await?;
+            if created {
+                let version = relationships::next_version(&mut tx).await?;
+                access_changes.push(relationships::board_placed(org_id, id, true, version));
+            }
+            id
+        }
     };
     // Locks the board row: numbers and end-of-column positions of one board are handed out in
     // turn, never twice.
@@ -303,17 +311,27 @@ pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new:
         events::task_assigned(&mut tx, ctx, &task, &watcher_ids, None, "").await?;
         tracing::info!(task_id = %id, assignee_id = %assignee, "task assigned on creation");
     }
+    // task#board, task#creator and task#assignee.
+    let creator_ref = relationships::subject_of(&ctx.subject);
+    let version = relationships::next_version(&mut tx).await?;
+    access_changes.push(relationships::task_placed(id, board_id, None, creator_ref.as_ref(), version));
+    if task.assignee_id.is_some() {
+        let version = relationships::next_version(&mut tx).await?;
+        access_changes.push(relationships::task_assignee(id, None, task.assignee_id, version));
+    }
+    access.stage(&mut tx, ctx, &access_changes).await?;
     tx.commit().await?;
+    access.apply(ctx, &access_changes).await;
     tracing::info!(task_id = %id, board_id = %board_id, number = task.number, "task created");
     Ok(TaskDetail { task, watchers })
 }
 
-/// The organization's default board, created on first use with the default columns. Concurrent
-/// first tasks race on the unique index; the loser's insert does nothing and it reads the
-/// winner's board once the winner commits.
-async fn default_board(tx: &mut trellis_kit::db::Tx, org_id: Uuid) -> Result<Uuid> {
+/// The organization's default board (and whether this call created it), created on first use
+/// with the default columns. Concurrent first tasks race on the unique index; the loser's insert
+/// does nothing and it reads the winner's board once the winner commits.
+async fn default_board(tx: &mut trellis_kit::db::Tx, org_id: Uuid) -> Result<(Uuid, bool)> {
     if let Some(id) = store::default_board_id(tx).await? {
-        return Ok(id);
+        return Ok((id, false));
     }
     let id = Uuid::now_v7();
     if store::insert_default_board(tx, id, org_id, DEFAULT_BOARD_NAME, DEFAULT_BOARD_KEY).await? {
@@ -321,9 +339,9 @@ async fn default_board(tx: &mut trellis_kit::db::Tx, org_id: Uuid) -> Result<Uui
             store::insert_column(tx, org_id, id, name, *status, &position).await?;
         }
         tracing::info!(board_id = %id, "default board created");
-        return Ok(id);
+        return Ok((id, true));
     }
-    Ok(store::default_board_id(tx).await?.ok_or(TaskError::DefaultBoardKeyTaken)?)
+    Ok((store::default_board_id(tx).await?.ok_or(TaskError::DefaultBoardKeyTaken)?, false))
 }
 
 /// Who is recorded as a task's creator: the user or API key; nobody for the platform.
@@ -382,7 +400,11 @@ pub async fn assign(
         // Unassigning an unassigned task returned above as a no-op.
         None => {}
     }
+    let version = relationships::next_version(&mut tx).await?;
+    let access_changes = [relationships::task_assignee(task_id, current.assignee_id, assignee_id, version)];
+    access.stage(&mut tx, ctx, &access_changes).await?;
     tx.commit().await?;
+    access.apply(ctx, &access_changes).await;
     tracing::info!(task_id = %task_id, assignee_id = ?assignee_id, "task assignee changed");
     Ok(task)
 }
@@ -530,6 +552,8 @@ pub mod change {
         pub wip_exceeded: bool,
         /// Tasks the change unblocked.
         pub unblocked: Vec<TaskRow>,
+        /// Relationship changes staged with it, to apply after commit ([`Access::apply`]).
+        pub relationships: Vec<trellis_kit::org_relationships::Change>,
     }
 
     /// The fields of an UpdateTask, each `Some` when named in the update mask.
@@ -704,7 +728,7 @@ pub mod change {
             && before.position == after.position
             && before.assignee_id == after.assignee_id;
         if unchanged {
-            return Ok(Saved { task: before.clone(), wip_exceeded, unblocked: Vec::new() });
+            return Ok(Saved { task: before.clone(), wip_exceeded, unblocked: Vec::new(), relationships: Vec::new() });
         }
         let dependents = if status_changed { store::dependents(tx, &[after.id]).await? } else { Vec::new() };
         let blocked_before = blocking(tx, &dependents).await?;
@@ -729,7 +753,18 @@ pub mod change {
             }
         }
         let unblocked = emit_transitions(tx, ctx, &blocked_before).await?;
-        Ok(Saved { task, wip_exceeded, unblocked })
+        let mut relationships = Vec::new();
+        if task.assignee_id != before.assignee_id {
+            let version = crate::relationships::next_version(tx).await?;
+            relationships.push(crate::relationships::task_assignee(
+                task.id,
+                before.assignee_id,
+                task.assignee_id,
+                version,
+            ));
+            access.stage(tx, ctx, &relationships).await?;
+        }
+        Ok(Saved { task, wip_exceeded, unblocked, relationships })
     }
 
     async fn locked(tx: &mut Tx, task_id: Uuid, version: Option<i64>) -> Result<TaskRow> {
@@ -784,6 +819,7 @@ pub mod change {
         }
         let saved = save(&mut tx, access, ctx, &before, after).await?;
         tx.commit().await?;
+        access.apply(ctx, &saved.relationships).await;
         Ok(saved.task)
     }
 
@@ -873,6 +909,7 @@ pub mod change {
         after.position = position;
         let saved = save(&mut tx, access, ctx, &before, after).await?;
         tx.commit().await?;
+        access.apply(ctx, &saved.relationships).await;
         Ok(saved)
     }
 
@@ -889,13 +926,14 @@ pub mod change {
         let before = locked(&mut tx, task_id, None).await?;
         if before.status == "done" {
             tx.commit().await?;
-            return Ok(Saved { task: before, wip_exceeded: false, unblocked: Vec::new() });
+            return Ok(Saved { task: before, wip_exceeded: false, unblocked: Vec::new(), relationships: Vec::new() });
         }
         let mut after = before.clone();
         after.status = Status::Done.as_str().to_string();
         after.resolution_notes = resolution_notes;
         let saved = save(&mut tx, access, ctx, &before, after).await?;
         tx.commit().await?;
+        access.apply(ctx, &saved.relationships).await;
         Ok(saved)
     }
 

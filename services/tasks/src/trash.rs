@@ -30,17 +30,25 @@ pub async fn list(
     page_size: u32,
     page_token: &str,
 ) -> Result<(Vec<TaskRow>, String)> {
-    if let Some(board_id) = board_id {
-        access.board(ctx, board_id, BoardPermission::View).await?;
-    } else {
-        ctx.org_id()?;
-    }
+    let visible = match board_id {
+        Some(board_id) => {
+            access.board(ctx, board_id, BoardPermission::View).await?;
+            crate::access::Visible::All
+        }
+        None => access.visible(ctx).await?,
+    };
     let board = board_id.map(|b| b.to_string()).unwrap_or_default();
     let hash = PageTokens::query_hash(&["tasks.ListTrashedTasks", &board]);
     let cursor: Option<Cursor> = tokens.decode(&hash, page_token)?;
     let mut tx = db.tenant_tx(ctx).await?;
-    let mut tasks =
-        store::trashed_tasks(&mut tx, board_id, cursor.map(|c| (c.deleted_at, c.id)), i64::from(page_size) + 1).await?;
+    let mut tasks = store::trashed_tasks(
+        &mut tx,
+        &visible,
+        board_id,
+        cursor.map(|c| (c.deleted_at, c.id)),
+        i64::from(page_size) + 1,
+    )
+    .await?;
     tx.commit().await?;
     let next = if tasks.len() > page_size as usize {
         tasks.truncate(page_size as usize);

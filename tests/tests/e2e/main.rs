@@ -15,3 +15,4 @@ mod service_tokens;
 mod sessions;
 mod skeleton;
 mod users;
+mod tasks_collab;

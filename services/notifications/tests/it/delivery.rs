@@ -12,7 +12,11 @@ use crate::common::{authed, inbox, token_for};
 
 #[tokio::test]
 async fn an_assignment_made_through_tasks_reaches_the_assignees_inbox_once() {
-    let cell = TestCell::start(vec![trellis_tasks::module(), trellis_notifications::module()]).await;
+    let cell = TestCell::start(vec![
+        trellis_tasks::module_with(trellis_tasks::AccessMode::OrgRoles),
+        trellis_notifications::module(),
+    ])
+    .await;
     let (org, alice, bob) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let token = token_for(&cell, alice, org);
     let mut tasks = TaskServiceClient::new(cell.channel("tasks").await);

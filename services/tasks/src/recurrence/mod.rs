@@ -454,6 +454,19 @@ async fn create_occurrence(
     if task.assignee_id.is_some() {
         events::task_assigned(tx, ctx, &task, &watcher_ids, None, "").await?;
     }
+    // task#board, task#creator and task#assignee, as CreateTask writes them; the sweep runs
+    // without a caller, so the staged copy (applied by the module's relationship consumer) is the
+    // only path.
+    let creator = rule.created_by.map(|user| crate::relationships::member_subject("user", user));
+    let version = crate::relationships::next_version(tx).await?;
+    let mut changes = vec![crate::relationships::task_placed(id, rule.board_id, None, creator.as_ref(), version)];
+    if task.assignee_id.is_some() {
+        let version = crate::relationships::next_version(tx).await?;
+        changes.push(crate::relationships::task_assignee(id, None, task.assignee_id, version));
+    }
+    for change in &changes {
+        trellis_kit::authz::stage_change(tx, ctx, "tasks", change).await?;
+    }
     Ok((task, rotation_index))
 }
 

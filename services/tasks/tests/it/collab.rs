@@ -332,3 +332,89 @@ async fn every_change_leaves_an_activity_entry_newest_first() {
     let title = updated.changes.as_ref().and_then(|c| c.fields.get("title")).expect("title change");
     assert!(format!("{title:?}").contains("Final"));
 }
+
+fn entity(t: &str, id: &str) -> Option<EntityRef> {
+    Some(EntityRef { r#type: t.into(), id: id.into() })
+}
+
+/// Publishes another module's event through the tasks outbox (the relay sends it to the exchange
+/// like any other), as that module would.
+async fn publish_as_other_module(cell: &TestCell, org: Uuid, event_type: &str, payload: &LinkChanged) {
+    let ctx = trellis_kit::RequestContext::system(org, "crm-test");
+    let envelope = trellis_kit::events::envelope(&ctx, org, event_type, payload);
+    let pool = cell.owner_pool().await;
+    sqlx::query("insert into tasks.outbox (id, event_type, envelope) values ($1, $2, $3)")
+        .bind(envelope.id.parse::<Uuid>().expect("envelope id"))
+        .bind(event_type)
+        .bind(envelope.encode_to_vec())
+        .execute(&pool)
+        .await
+        .expect("staging the foreign event");
+}
+
+#[tokio::test]
+async fn links_from_other_modules_to_a_task_are_mirrored_once_and_removed_with_their_owner() {
+    let cell = cell().await;
+    let mut alice = Caller::new(&cell).await;
+    let mut api = collab(&cell).await;
+    let task = alice.create("Call the customer").await;
+    let other = alice.create("Unrelated").await;
+    let contact = Uuid::now_v7().to_string();
+    let link = LinkChanged {
+        link_id: Uuid::now_v7().to_string(),
+        source: entity("contact", &contact),
+        target: entity("task", &task.id),
+        relationship: "follow_up".into(),
+    };
+    // Delivered twice (a redelivery under a new envelope id): one mirrored row.
+    publish_as_other_module(&cell, alice.org, "crm.link.created", &link).await;
+    publish_as_other_module(&cell, alice.org, "crm.link.created", &link).await;
+    // A link of a contact to a deal is not ours to mirror.
+    let foreign = LinkChanged { target: entity("deal", &Uuid::now_v7().to_string()), ..link.clone() };
+    let foreign = LinkChanged { link_id: Uuid::now_v7().to_string(), ..foreign };
+    publish_as_other_module(&cell, alice.org, "crm.link.created", &foreign).await;
+    let links = |api: &mut CollabServiceClient<Channel>, alice: &Caller, id: &str| {
+        let mut api = api.clone();
+        let request = alice.req(ListLinksRequest { task_id: id.to_string() });
+        async move { api.list_links(request).await.expect("list links").into_inner().links }
+    };
+    let pool = cell.owner_pool().await;
+    trellis_kit::testing::wait_until(std::time::Duration::from_secs(15), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from tasks.inbox where event_type = 'crm.link.created'")
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n >= 3)
+        }
+    })
+    .await;
+    let mirrored = links(&mut api, &alice, &task.id).await;
+    assert_eq!(mirrored.len(), 1, "{mirrored:?}");
+    assert_eq!((mirrored[0].id.as_str(), mirrored[0].mirrored), (link.link_id.as_str(), true));
+    assert_eq!(
+        (mirrored[0].source.clone(), mirrored[0].relationship.as_str()),
+        (entity("contact", &contact), "follow_up")
+    );
+    assert!(links(&mut api, &alice, &other.id).await.is_empty());
+    let rows: i64 = sqlx::query_scalar("select count(*) from tasks.entity_links").fetch_one(&pool).await.expect("rows");
+    assert_eq!(rows, 1, "the deal link was not mirrored");
+    // A mirrored link is removed by its owner, not from here.
+    let status = api
+        .delete_link(alice.req(DeleteLinkRequest { task_id: task.id.clone(), link_id: link.link_id.clone() }))
+        .await
+        .expect_err("not ours");
+    assert_eq!(status.code(), Code::NotFound);
+    publish_as_other_module(&cell, alice.org, "crm.link.deleted", &link).await;
+    trellis_kit::testing::wait_until(std::time::Duration::from_secs(15), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from tasks.entity_links")
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n == 0)
+        }
+    })
+    .await;
+    assert!(links(&mut api, &alice, &task.id).await.is_empty());
+}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 /// A cell running the tasks module on a fresh database.
 pub async fn cell() -> TestCell {
-    TestCell::start(vec![trellis_tasks::module()]).await
+    TestCell::start(vec![trellis_tasks::module_with(trellis_tasks::AccessMode::OrgRoles)]).await
 }
 
 /// An access token of `user` in `org`, signed by a key the cell trusts.

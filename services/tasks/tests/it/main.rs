@@ -2,6 +2,7 @@
 //! RabbitMQ that `cargo xtask test` starts; `rest` drives the same flows through the gateway.
 
 mod automations;
+mod access;
 mod boards;
 mod checklists;
 mod collab;
