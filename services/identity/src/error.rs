@@ -46,6 +46,13 @@ pub const REASONS: &[(&str, Code)] = &[
     ("TEAM_DEPTH_EXCEEDED", Code::FailedPrecondition),
     ("TEAM_CYCLE", Code::FailedPrecondition),
     ("TEAM_FULL", Code::FailedPrecondition),
+    // Settings (ADR 0017).
+    ("SETTING_UNKNOWN", Code::InvalidArgument),
+    ("SETTINGS_LIMIT_REACHED", Code::FailedPrecondition),
+    ("SETTING_NAMESPACE_OWNED", Code::FailedPrecondition),
+    // Feature flags.
+    ("FLAG_EXISTS", Code::AlreadyExists),
+    ("FLAG_NOT_FOUND", Code::NotFound),
 ];
 
 /// The gRPC code of a reason in [`REASONS`] (INTERNAL for a reason missing from the table, which

@@ -3,10 +3,12 @@
 
 mod api_keys;
 mod common;
+mod flags;
 mod keys;
 mod organizations;
 mod permissions;
 mod recovery;
 mod service_tokens;
 mod sessions;
+mod settings;
 mod skeleton;
