@@ -72,6 +72,11 @@ pub struct IdentityConfig {
     #[arg(long = "identity-signing-key-check-interval", env = "IDENTITY_SIGNING_KEY_CHECK_INTERVAL", default_value = "1m", value_parser = parse_ttl)]
     pub signing_key_check_interval: Duration,
 
+    /// How often each replica looks for deleted organizations past their window to purge (`1h`;
+    /// tests shorten it).
+    #[arg(long = "identity-org-purge-interval", env = "IDENTITY_ORG_PURGE_INTERVAL", default_value = "1h", value_parser = parse_ttl)]
+    pub org_purge_interval: Duration,
+
     /// The modules enabled in the cell, as GetMyFeatures reports them (the gateway reads the same
     /// variable); empty means all of them.
     #[arg(long = "identity-cell-modules", env = "TRELLIS_MODULES", value_delimiter = ',')]
@@ -93,6 +98,7 @@ impl std::fmt::Debug for IdentityConfig {
             .field("signing_key_publish_lead", &self.signing_key_publish_lead)
             .field("signing_key_retiring", &self.signing_key_retiring)
             .field("signing_key_check_interval", &self.signing_key_check_interval)
+            .field("org_purge_interval", &self.org_purge_interval)
             .field("cell_modules", &self.cell_modules)
             .finish()
     }

@@ -53,6 +53,9 @@ pub const REASONS: &[(&str, Code)] = &[
     // Feature flags.
     ("FLAG_EXISTS", Code::AlreadyExists),
     ("FLAG_NOT_FOUND", Code::NotFound),
+    // Onboarding.
+    ("UNKNOWN_STEP", Code::NotFound),
+    ("REQUIRED_STEPS_OPEN", Code::FailedPrecondition),
 ];
 
 /// The gRPC code of a reason in [`REASONS`] (INTERNAL for a reason missing from the table, which

@@ -20,6 +20,9 @@
 //!   [`json_schema`]): org and user settings, resolved user → org → registered default.
 //! - [`flags`] (queries in [`flags_store`], handlers in [`flags_api`]): feature flags and their
 //!   deterministic evaluation.
+//! - [`onboarding`] (handlers in [`onboarding_api`]): onboarding steps, progress, dismissal, and
+//!   the consumer that completes steps from events.
+//! - [`purge`]: the replica-safe purge of deleted organizations past their window.
 //! - [`relationships`]: identity's schema, the `service:identity` tokens it signs itself, and the
 //!   relationship writes right after its commits (the permissions consumer applies the same).
 //! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
@@ -61,12 +64,15 @@ pub mod invitations;
 pub mod json_schema;
 pub mod keys;
 pub mod members;
+pub mod onboarding;
+pub mod onboarding_api;
 pub mod org_store;
 pub mod organization;
 pub mod organizations;
 pub mod organizations_api;
 pub mod password;
 pub mod platform;
+pub mod purge;
 pub mod recovery;
 pub mod relationships;
 pub mod revocation;
@@ -90,6 +96,7 @@ use trellis_proto::trellis::identity::v1::api_key_service_server::ApiKeyServiceS
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
 use trellis_proto::trellis::identity::v1::feature_flag_service_server::FeatureFlagServiceServer;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
+use trellis_proto::trellis::identity::v1::onboarding_service_server::OnboardingServiceServer;
 use trellis_proto::trellis::identity::v1::organization_service_server::OrganizationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
 use trellis_proto::trellis::identity::v1::settings_service_server::SettingsServiceServer;
@@ -121,6 +128,8 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             let identity = Identity::start(runtime.db.clone(), &runtime.config, settings).await?;
             identity.register_own_scope_resources().await?;
             identity.register_own_setting_definitions().await?;
+            identity.register_own_onboarding_steps().await?;
+            let onboarding_events = onboarding::completing_events(runtime.db.pool()).await?;
             let identity = Arc::new(identity);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
             let rotation = identity
@@ -128,11 +137,14 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .clone()
                 .run_scheduler(identity.settings.signing_key_check_interval, runtime.shutdown.clone());
             let schema = register_schema(identity.clone(), runtime.shutdown.clone());
+            let purge = identity.clone().run_purge(identity.settings.org_purge_interval, runtime.shutdown.clone());
             let pages = trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
                 .worker("signing-key-rotation", rotation)
                 .worker("permissions-schema", schema)
+                .worker("organization-purge", purge)
+                .consumer(onboarding::OnboardingEvents::consumer(runtime.db.pool().clone(), &onboarding_events))
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(InvitationServiceServer::new(api::InvitationApi::new(identity.clone(), pages.clone())))
@@ -143,6 +155,7 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .grpc(TeamServiceServer::new(teams_api::TeamApi::new(identity.clone(), pages.clone())))
                 .grpc(ApiKeyServiceServer::new(api::ApiKeyApi::new(identity.clone())))
                 .grpc(SettingsServiceServer::new(settings_api::SettingsApi::new(identity.clone())))
+                .grpc(OnboardingServiceServer::new(onboarding_api::OnboardingApi::new(identity.clone())))
                 .grpc(FeatureFlagServiceServer::new(flags_api::FeatureFlagApi::new(identity.clone(), pages.clone())))
                 .grpc(UserDirectoryServiceServer::new(api::UserDirectoryApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))

@@ -5,6 +5,7 @@ mod api_keys;
 mod common;
 mod flags;
 mod keys;
+mod onboarding;
 mod organizations;
 mod permissions;
 mod recovery;
