@@ -15,6 +15,7 @@
 //! - [`events`]: transactional outbox, relay with publisher confirms, idempotent consumers.
 //! - [`org_relationships`]: the relationships implied by identity's memberships and teams, shared
 //!   by identity (direct write after commit) and permissions (its consumer of identity's events).
+//! - [`json`]: `google.protobuf.Value` to and from `serde_json::Value`.
 //! - [`filter`]: AIP-160 `filter` and `order_by` over declared fields, into bound SQL.
 //! - [`paging`]: opaque, tamper-evident page tokens.
 //! - [`ratelimit`]: fixed-window rate limits counted in Redis (RATE_LIMITED with RetryInfo).
@@ -38,6 +39,7 @@ pub mod events;
 pub mod filter;
 pub mod grpc;
 pub mod jobs;
+pub mod json;
 pub mod module;
 pub mod org_relationships;
 pub mod paging;

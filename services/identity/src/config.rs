@@ -71,6 +71,16 @@ pub struct IdentityConfig {
     /// How often each replica runs the rotation schedule (`1m`; tests shorten it).
     #[arg(long = "identity-signing-key-check-interval", env = "IDENTITY_SIGNING_KEY_CHECK_INTERVAL", default_value = "1m", value_parser = parse_ttl)]
     pub signing_key_check_interval: Duration,
+
+    /// How often each replica looks for deleted organizations past their window to purge (`1h`;
+    /// tests shorten it).
+    #[arg(long = "identity-org-purge-interval", env = "IDENTITY_ORG_PURGE_INTERVAL", default_value = "1h", value_parser = parse_ttl)]
+    pub org_purge_interval: Duration,
+
+    /// The modules enabled in the cell, as GetMyFeatures reports them (the gateway reads the same
+    /// variable); empty means all of them.
+    #[arg(long = "identity-cell-modules", env = "TRELLIS_MODULES", value_delimiter = ',')]
+    pub cell_modules: Vec<String>,
 }
 
 impl std::fmt::Debug for IdentityConfig {
@@ -88,11 +98,34 @@ impl std::fmt::Debug for IdentityConfig {
             .field("signing_key_publish_lead", &self.signing_key_publish_lead)
             .field("signing_key_retiring", &self.signing_key_retiring)
             .field("signing_key_check_interval", &self.signing_key_check_interval)
+            .field("org_purge_interval", &self.org_purge_interval)
+            .field("cell_modules", &self.cell_modules)
             .finish()
     }
 }
 
 impl IdentityConfig {
+    /// The modules enabled in the cell: [`IdentityConfig::cell_modules`], or every module.
+    pub fn cell_modules(&self) -> Vec<String> {
+        let listed: Vec<String> = self
+            .cell_modules
+            .iter()
+            .map(|m| m.trim().to_ascii_lowercase())
+            .filter(|m| !m.is_empty() && m != "all")
+            .collect();
+        if listed.is_empty() {
+            return trellis_kit::module::SERVICES.iter().map(|s| s.to_string()).collect();
+        }
+        // identity, permissions and notifications are always on.
+        let mut modules: Vec<String> = trellis_kit::module::SERVICES
+            .iter()
+            .filter(|s| ["identity", "permissions", "notifications"].contains(s) || listed.iter().any(|m| m == *s))
+            .map(|s| s.to_string())
+            .collect();
+        modules.dedup();
+        modules
+    }
+
     /// The settings from the environment alone (defaults for the rest), for tests and callers
     /// that do not parse a command line. [`IdentityConfig::validate`] runs when the module starts.
     pub fn from_env() -> anyhow::Result<Self> {

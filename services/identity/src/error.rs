@@ -53,6 +53,16 @@ pub const REASONS: &[(&str, Code)] = &[
     ("TEAM_DEPTH_EXCEEDED", Code::FailedPrecondition),
     ("TEAM_CYCLE", Code::FailedPrecondition),
     ("TEAM_FULL", Code::FailedPrecondition),
+    // Settings (ADR 0017).
+    ("SETTING_UNKNOWN", Code::InvalidArgument),
+    ("SETTINGS_LIMIT_REACHED", Code::FailedPrecondition),
+    ("SETTING_NAMESPACE_OWNED", Code::FailedPrecondition),
+    // Feature flags.
+    ("FLAG_EXISTS", Code::AlreadyExists),
+    ("FLAG_NOT_FOUND", Code::NotFound),
+    // Onboarding.
+    ("UNKNOWN_STEP", Code::NotFound),
+    ("REQUIRED_STEPS_OPEN", Code::FailedPrecondition),
 ];
 
 /// The gRPC code of a reason in [`REASONS`] (INTERNAL for a reason missing from the table, which

@@ -16,6 +16,13 @@
 //!   [`organizations_api`]): the OrganizationService, authorized by permissions Checks.
 //! - [`teams`] (queries in [`team_store`], handlers in [`teams_api`]): the TeamService; nesting,
 //!   visibility through `team#view`, nested members.
+//! - [`settings`] (queries in [`settings_store`], handlers in [`settings_api`], value schemas in
+//!   [`json_schema`]): org and user settings, resolved user → org → registered default.
+//! - [`flags`] (queries in [`flags_store`], handlers in [`flags_api`]): feature flags and their
+//!   deterministic evaluation.
+//! - [`onboarding`] (handlers in [`onboarding_api`]): onboarding steps, progress, dismissal, and
+//!   the consumer that completes steps from events.
+//! - [`purge`]: the replica-safe purge of deleted organizations past their window.
 //! - [`relationships`]: identity's schema, the `service:identity` tokens it signs itself, and the
 //!   relationship writes right after its commits (the permissions consumer applies the same).
 //! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
@@ -53,24 +60,34 @@ pub mod api_keys;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod flags;
+pub mod flags_api;
+pub mod flags_store;
 pub mod invitation;
 pub mod invitation_store;
 pub mod invitations;
+pub mod json_schema;
 pub mod keys;
 pub mod members;
 pub mod mfa;
 pub mod mfa_api;
+pub mod onboarding;
+pub mod onboarding_api;
 pub mod org_store;
 pub mod organization;
 pub mod organizations;
 pub mod organizations_api;
 pub mod password;
 pub mod platform;
+pub mod purge;
 pub mod recovery;
 pub mod relationships;
 pub mod revocation;
 pub mod service_tokens;
 pub mod sessions;
+pub mod settings;
+pub mod settings_api;
+pub mod settings_store;
 pub mod store;
 pub mod team_store;
 pub mod teams;
@@ -86,10 +103,13 @@ use std::time::Duration;
 use trellis_kit::{Module, Service};
 use trellis_proto::trellis::identity::v1::api_key_service_server::ApiKeyServiceServer;
 use trellis_proto::trellis::identity::v1::auth_service_server::AuthServiceServer;
+use trellis_proto::trellis::identity::v1::feature_flag_service_server::FeatureFlagServiceServer;
 use trellis_proto::trellis::identity::v1::invitation_service_server::InvitationServiceServer;
 use trellis_proto::trellis::identity::v1::mfa_service_server::MfaServiceServer;
+use trellis_proto::trellis::identity::v1::onboarding_service_server::OnboardingServiceServer;
 use trellis_proto::trellis::identity::v1::organization_service_server::OrganizationServiceServer;
 use trellis_proto::trellis::identity::v1::session_service_server::SessionServiceServer;
+use trellis_proto::trellis::identity::v1::settings_service_server::SettingsServiceServer;
 use trellis_proto::trellis::identity::v1::team_service_server::TeamServiceServer;
 use trellis_proto::trellis::identity::v1::token_service_server::TokenServiceServer;
 use trellis_proto::trellis::identity::v1::user_directory_service_server::UserDirectoryServiceServer;
@@ -118,6 +138,9 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
             settings.validate()?;
             let identity = Identity::start(runtime.db.clone(), &runtime.config, settings).await?;
             identity.register_own_scope_resources().await?;
+            identity.register_own_setting_definitions().await?;
+            identity.register_own_onboarding_steps().await?;
+            let onboarding_events = onboarding::completing_events(runtime.db.pool()).await?;
             let identity = Arc::new(identity);
             let heartbeat = identity.announcer.clone().heartbeat(runtime.shutdown.clone());
             let rotation = identity
@@ -125,11 +148,14 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .clone()
                 .run_scheduler(identity.settings.signing_key_check_interval, runtime.shutdown.clone());
             let schema = register_schema(identity.clone(), runtime.shutdown.clone());
+            let purge = identity.clone().run_purge(identity.settings.org_purge_interval, runtime.shutdown.clone());
             let pages = trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
                 .worker("signing-key-rotation", rotation)
                 .worker("permissions-schema", schema)
+                .worker("organization-purge", purge)
+                .consumer(onboarding::OnboardingEvents::consumer(runtime.db.pool().clone(), &onboarding_events))
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))
                 .grpc(MfaServiceServer::new(mfa_api::MfaApi::new(identity.clone())))
@@ -141,6 +167,9 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 )))
                 .grpc(TeamServiceServer::new(teams_api::TeamApi::new(identity.clone(), pages.clone())))
                 .grpc(ApiKeyServiceServer::new(api::ApiKeyApi::new(identity.clone())))
+                .grpc(SettingsServiceServer::new(settings_api::SettingsApi::new(identity.clone())))
+                .grpc(OnboardingServiceServer::new(onboarding_api::OnboardingApi::new(identity.clone())))
+                .grpc(FeatureFlagServiceServer::new(flags_api::FeatureFlagApi::new(identity.clone(), pages.clone())))
                 .grpc(UserDirectoryServiceServer::new(api::UserDirectoryApi::new(identity.clone())))
                 .grpc(TokenServiceServer::new(api::TokenApi::new(identity))))
         })

@@ -54,7 +54,7 @@ fn authz(p: &Platform, name: &'static str) -> Authz {
 }
 
 /// The platform with identity's schema registered (identity registers it in the background).
-async fn platform() -> (Platform, Authz) {
+pub(crate) async fn platform() -> (Platform, Authz) {
     let p = Platform::start().await;
     authz(&p, "identity")
         .register_schema("identity", trellis_identity::relationships::SCHEMA, Duration::from_millis(200))
@@ -64,7 +64,7 @@ async fn platform() -> (Platform, Authz) {
     (p, checks)
 }
 
-fn org_of(p: &Platform, token: &str) -> String {
+pub(crate) fn org_of(p: &Platform, token: &str) -> String {
     let _ = p;
     let payload = token.split('.').nth(1).expect("a JWT");
     let bytes = base64_url(payload);
@@ -82,7 +82,7 @@ async fn can(checks: &Authz, org: &str, resource: Ref, permission: &str, user: &
     checks.check(org, &resource, permission, &Ref::new("user", user), None).await.unwrap_or(false)
 }
 
-async fn invite_and_join(p: &Platform, by: &User, email: &str, name: &str, body: Value) -> User {
+pub(crate) async fn invite_and_join(p: &Platform, by: &User, email: &str, name: &str, body: Value) -> User {
     let mut body = body;
     body["email"] = json!(email);
     let invited = p.post("/api/v1/invitations", Some(&by.token), body).await;

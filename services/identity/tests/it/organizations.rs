@@ -88,7 +88,15 @@ pub struct Signed {
 
 impl Orgs {
     pub async fn start() -> Orgs {
-        let cell = TestCell::start(vec![trellis_identity::module(), trellis_permissions::module()]).await;
+        Self::start_with(|_| {}).await
+    }
+
+    /// With identity's settings adjusted by `tune` (shorter schedules).
+    pub async fn start_with(tune: impl FnOnce(&mut trellis_identity::IdentityConfig)) -> Orgs {
+        let mut settings = trellis_identity::IdentityConfig::from_env().expect("identity settings");
+        tune(&mut settings);
+        let cell =
+            TestCell::start(vec![trellis_identity::module_with(Some(settings)), trellis_permissions::module()]).await;
         let url = cell.url("permissions");
         register_identity_schema(&cell).await;
         let channel = cell.channel("identity").await;
