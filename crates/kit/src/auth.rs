@@ -3,7 +3,9 @@
 //! - [`jwt`]: compact JWS signing (identity) and parsing (everyone); only `EdDSA`/`at+jwt`.
 //! - [`Authenticator`]: caches the JWKS (refreshed every 5 minutes, and at most once per 30 s
 //!   when a token names an unknown `kid`), checks `iss`, `aud`, `exp`/`nbf` (30 s leeway), and
-//!   turns the claims into a [`RequestContext`].
+//!   turns the claims into a [`RequestContext`]. Tokens it has verified are remembered (at most
+//!   [`VERIFIED_TOKENS`]), so a service called repeatedly with the same token checks its signature
+//!   once; `exp`/`nbf` are checked on every call and the key must still be the current one.
 //! - [`JwksSource`]: where the keys come from: identity's `TokenService.GetJwks` over gRPC in a
 //!   cell, fixed keys in tests.
 //!
@@ -34,6 +36,8 @@ pub const LEEWAY_SECONDS: i64 = 30;
 pub const JWKS_TTL: Duration = Duration::from_secs(300);
 /// Minimum interval between refreshes triggered by unknown key ids.
 pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Most verified tokens remembered per authenticator (the set is emptied when full).
+pub const VERIFIED_TOKENS: usize = 10_000;
 
 /// The claims of a Trellis access token (ARCHITECTURE §4).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -172,6 +176,16 @@ pub struct Authenticator {
     refresh: Mutex<Option<Instant>>,
     /// The revoked-session check, when attached.
     revocations: std::sync::OnceLock<Arc<revocation::Revocations>>,
+    /// Tokens whose signature, issuer and audience were verified: their claims and the key
+    /// (`kid`, key) that verified them.
+    verified: std::sync::Mutex<HashMap<String, VerifiedToken>>,
+}
+
+#[derive(Debug, Clone)]
+struct VerifiedToken {
+    claims: Claims,
+    kid: String,
+    key: VerifyingKey,
 }
 
 impl Authenticator {
@@ -196,6 +210,7 @@ impl Authenticator {
             cache: RwLock::new(KeyCache::default()),
             refresh: Mutex::new(None),
             revocations: std::sync::OnceLock::new(),
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -293,8 +308,17 @@ impl Authenticator {
             tracing::debug!(reason = why, "token rejected");
             Error::unauthenticated("INVALID_TOKEN", "The access token is invalid")
         };
+        // The same token text verified before by a key that is still current: only the times can
+        // have changed.
+        let seen = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
+        if let Some(seen) = seen
+            && self.key(&seen.kid).await?.is_some_and(|k| k == seen.key)
+        {
+            return check_times(seen.claims).map_err(|e| e.unwrap_or_else(|| invalid("not yet valid")));
+        }
         let parsed = jwt::parse(token).map_err(|e| invalid(&e.to_string()))?;
-        let key = self.key(parsed.kid()).await?.ok_or_else(|| invalid(&JwtError::UnknownKey.to_string()))?;
+        let kid = parsed.kid().to_owned();
+        let key = self.key(&kid).await?.ok_or_else(|| invalid(&JwtError::UnknownKey.to_string()))?;
         let claims = parsed.verify(&key).map_err(|e| invalid(&e.to_string()))?;
         if claims.iss != self.issuer {
             return Err(invalid("issuer"));
@@ -302,13 +326,12 @@ impl Authenticator {
         if claims.aud != self.audience {
             return Err(invalid("audience"));
         }
-        let now = chrono::Utc::now().timestamp();
-        if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECONDS) {
-            return Err(invalid("not yet valid"));
+        let claims = check_times(claims).map_err(|e| e.unwrap_or_else(|| invalid("not yet valid")))?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
         }
-        if claims.exp + LEEWAY_SECONDS < now {
-            return Err(Error::unauthenticated("TOKEN_EXPIRED", "The access token has expired"));
-        }
+        verified.insert(token.to_owned(), VerifiedToken { claims: claims.clone(), kid, key });
         Ok(claims)
     }
 
@@ -398,6 +421,19 @@ pub fn context_from_claims(claims: Claims, token: &str, correlation_id: String) 
     })
 }
 
+/// `nbf` and `exp` against the clock (with [`LEEWAY_SECONDS`]): `Err(None)` when not yet valid,
+/// `Err(Some(TOKEN_EXPIRED))` when expired.
+fn check_times(claims: Claims) -> std::result::Result<Claims, Option<Error>> {
+    let now = chrono::Utc::now().timestamp();
+    if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECONDS) {
+        return Err(None);
+    }
+    if claims.exp + LEEWAY_SECONDS < now {
+        return Err(Some(Error::unauthenticated("TOKEN_EXPIRED", "The access token has expired")));
+    }
+    Ok(claims)
+}
+
 #[cfg(test)]
 mod tests {
     use base64::Engine;
@@ -464,6 +500,36 @@ mod tests {
         assert_eq!(ctx.subject, Subject::User(c.sub.parse().expect("uuid")));
         assert_eq!(ctx.org_id.map(|o| o.to_string()), c.org);
         assert_eq!(ctx.roles, vec!["owner".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_still_checked_for_expiry_and_its_key() {
+        let source = Arc::new(Rotating {
+            keys: std::sync::Mutex::new(vec![PublicKey { kid: KID.into(), key: key(1).verifying_key() }]),
+            fetches: Default::default(),
+        });
+        let auth = Authenticator::with_source(&config(), source.clone());
+        // Expires just past the leeway in two seconds.
+        let mut c = claims();
+        c.exp = chrono::Utc::now().timestamp() - LEEWAY_SECONDS + 2;
+        let token = jwt::sign(&c, KID, &key(1));
+        assert_eq!(auth.verify(&token).await.expect("valid"), c);
+        assert_eq!(auth.verify(&token).await.expect("remembered"), c);
+        assert_eq!(auth.verified.lock().expect("lock").len(), 1);
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        assert_eq!(reason(&auth, &token).await, "TOKEN_EXPIRED");
+
+        // A remembered token whose key was withdrawn at identity stops verifying once the keys are
+        // refreshed.
+        let token = jwt::sign(&claims(), KID, &key(1));
+        auth.verify(&token).await.expect("valid");
+        *source.keys.lock().expect("lock") = vec![PublicKey { kid: KID.into(), key: key(2).verifying_key() }];
+        auth.refresh_keys().await.expect("refresh");
+        assert_eq!(reason(&auth, &token).await, "INVALID_TOKEN");
+        // A forged token never enters the set.
+        let forged = jwt::sign(&claims(), KID, &key(3));
+        assert_eq!(reason(&auth, &forged).await, "INVALID_TOKEN");
+        assert_eq!(reason(&auth, &forged).await, "INVALID_TOKEN");
     }
 
     #[tokio::test]

@@ -350,6 +350,40 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
     report.add(lookups);
 }
 
+/// The plans of the evaluator's three queries on the loaded data, as notes (the index each uses).
+async fn explain(report: &mut Report, pool: &sqlx::PgPool, label: &str, org: Uuid) {
+    let orgs = vec![org, Uuid::nil()];
+    let queries: [(&str, &str); 3] = [
+        (
+            "Check: the relations of a permission on a batch of objects",
+            "explain (costs off)
+             select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
+               from permissions.relationships
+              where org_id = any($1) and resource_type = 'test_document' and resource_id = any(array['d0000001', 'd0000002'])
+                and relation = any(array['viewer', 'owner', 'editor', 'org'])",
+        ),
+        (
+            "Check: the members of a batch of teams",
+            "explain (costs off)
+             select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
+               from permissions.relationships
+              where org_id = any($1) and resource_type = 'team' and resource_id = any(array['t0', 't1']) and relation = 'member'",
+        ),
+        (
+            "LookupResources: the reverse walk from a team's members",
+            "explain (costs off)
+             select resource_id::text from permissions.relationships
+              where org_id = any($1) and subject_type = 'team' and subject_id = any(array['big']) and subject_relation = 'member'
+                and resource_type = 'test_document' and relation = 'editor'",
+        ),
+    ];
+    for (what, sql) in queries {
+        let plan: Vec<String> = sqlx::query_scalar(sql).bind(&orgs).fetch_all(pool).await.expect("explain");
+        let scans: Vec<&str> = plan.iter().map(|l| l.trim()).filter(|l| l.contains(" on ")).collect();
+        report.note(format!("{label}: {what}: {}", scans.join("; ")));
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("TRELLIS_BENCH_QUICK").is_ok_and(|v| v == "1");
@@ -383,6 +417,7 @@ async fn main() {
             "{label}: loaded {n} relationships (table now {total}) in {:.1} s",
             started.elapsed().as_secs_f64()
         ));
+        explain(&mut report, &pool, label, org).await;
         measure(&mut report, &cell, label, org, shape, quick).await;
     }
     report.print();
