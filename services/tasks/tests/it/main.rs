@@ -1,8 +1,8 @@
 //! Integration tests of the tasks service over real gRPC, against the Postgres, Redis and
 //! RabbitMQ that `cargo xtask test` starts; `rest` drives the same flows through the gateway.
 
-mod automations;
 mod access;
+mod automations;
 mod boards;
 mod checklists;
 mod collab;
