@@ -177,10 +177,12 @@ fn unavailable(e: tonic::Status) -> Error {
     Error::unavailable("PERMISSIONS_UNAVAILABLE", "Permissions cannot be checked right now; try again")
 }
 
+/// Exactly what a missing id answers (reason NOT_FOUND, metadata `resource`), so an invisible
+/// object cannot be told from one that does not exist.
 fn not_found(what: &str) -> Error {
     match what {
-        "board" => Error::not_found("BOARD_NOT_FOUND", "Board not found"),
-        _ => Error::not_found("TASK_NOT_FOUND", "Task not found"),
+        "board" => crate::error::TaskError::BoardNotFound.into(),
+        _ => crate::error::TaskError::TaskNotFound.into(),
     }
 }
 

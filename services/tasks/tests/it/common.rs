@@ -153,5 +153,5 @@ pub async fn clocked_config(clock: &trellis_kit::jobs::TestClock) -> trellis_kit
 /// A cell running the tasks module with `config` (a second call with the same configuration is
 /// a second replica on the same database and exchange).
 pub async fn cell_with(config: &trellis_kit::config::Config) -> TestCell {
-    TestCell::start_with(config.clone(), vec![trellis_tasks::module()]).await
+    TestCell::start_with(config.clone(), vec![trellis_tasks::module_with(trellis_tasks::AccessMode::OrgRoles)]).await
 }
