@@ -5,7 +5,6 @@
 
 use serde_json::{Value, json};
 use tonic::Request;
-use trellis_kit::auth::Claims;
 use trellis_proto::trellis::permissions::v1 as pb;
 use trellis_proto::trellis::permissions::v1::relationship_service_client::RelationshipServiceClient;
 use trellis_proto::trellis::permissions::v1::schema_service_client::SchemaServiceClient;
@@ -30,22 +29,7 @@ definition test_document {
 ";
 
 fn service_token(p: &Platform, service: &str, org: Uuid) -> String {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    p.cell.keys.sign(&Claims {
-        iss: p.cell.config.jwt_issuer.clone(),
-        sub: format!("service:{service}"),
-        aud: p.cell.config.jwt_audience.clone(),
-        exp: now + 900,
-        nbf: None,
-        iat: now,
-        jti: Uuid::now_v7().to_string(),
-        org: Some(org.to_string()),
-        sid: None,
-        roles: Vec::new(),
-        scopes: Vec::new(),
-        plan: None,
-    })
+    p.cell.keys.service_token(&p.cell.config, service, Some(org))
 }
 
 fn authed<T>(message: T, token: &str) -> Request<T> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tonic::Request;
-use trellis_kit::auth::Claims;
 use trellis_proto::trellis::permissions::v1 as pb;
 use trellis_proto::trellis::permissions::v1::relationship_service_client::RelationshipServiceClient;
 use trellis_proto::trellis::permissions::v1::schema_service_client::SchemaServiceClient;
@@ -29,21 +28,7 @@ definition test_document {
 ";
 
 pub(crate) fn service_token(p: &Platform, service: &str, org: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    p.cell.keys.sign(&Claims {
-        iss: p.cell.config.jwt_issuer.clone(),
-        sub: format!("service:{service}"),
-        aud: p.cell.config.jwt_audience.clone(),
-        exp: now + 900,
-        nbf: None,
-        iat: now,
-        jti: Uuid::now_v7().to_string(),
-        org: Some(org.to_owned()),
-        sid: None,
-        roles: Vec::new(),
-        scopes: Vec::new(),
-        plan: None,
-    })
+    p.cell.keys.service_token(&p.cell.config, service, Some(org.parse().expect("an organization id")))
 }
 
 pub(crate) fn authed<T>(message: T, token: &str) -> Request<T> {
