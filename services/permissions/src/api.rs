@@ -171,6 +171,20 @@ impl PermissionsApi {
     }
 }
 
+/// The prologue of a service-only read: the caller must be a service principal; answers its
+/// organization and the request, whose consistency requirement is checked against that org.
+fn service_read<T>(
+    request: Request<T>,
+    consistency_of: impl Fn(&T) -> Option<&proto::Consistency>,
+) -> Result<(Uuid, T), Status> {
+    let ctx = RequestContext::from_request(&request)?.clone();
+    service_name(&ctx)?;
+    let org = ctx.org_id()?;
+    let req = request.into_inner();
+    consistency(consistency_of(&req), org)?;
+    Ok((org, req))
+}
+
 fn service_name(ctx: &RequestContext) -> Result<&str, Error> {
     match &ctx.subject {
         Subject::Service(name) => Ok(name),
@@ -648,11 +662,7 @@ impl RelationshipService for PermissionsApi {
         &self,
         request: Request<proto::ReadRelationshipsRequest>,
     ) -> Result<Response<proto::ReadRelationshipsResponse>, Status> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
-        let org = ctx.org_id()?;
-        let req = request.into_inner();
-        consistency(req.consistency.as_ref(), org)?;
+        let (org, req) = service_read(request, |r| r.consistency.as_ref())?;
         let f = filter(req.filter.as_ref(), "filter")?;
         if f.resource_type.is_empty() {
             return Err(Error::validation("filter.resource_type", "is required").into());
@@ -784,11 +794,7 @@ impl CheckService for PermissionsApi {
         &self,
         request: Request<proto::LookupResourcesRequest>,
     ) -> Result<Response<Self::LookupResourcesStream>, Status> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
-        let org = ctx.org_id()?;
-        let req = request.into_inner();
-        consistency(req.consistency.as_ref(), org)?;
+        let (org, req) = service_read(request, |r| r.consistency.as_ref())?;
         let subject = subject(req.subject.as_ref(), "subject")?;
         let limit = match req.limit as usize {
             0 => MAX_LOOKUP,
@@ -837,11 +843,7 @@ impl CheckService for PermissionsApi {
     }
 
     async fn expand(&self, request: Request<proto::ExpandRequest>) -> Result<Response<proto::ExpandResponse>, Status> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
-        let org = ctx.org_id()?;
-        let req = request.into_inner();
-        consistency(req.consistency.as_ref(), org)?;
+        let (org, req) = service_read(request, |r| r.consistency.as_ref())?;
         let resource = object(req.resource.as_ref(), "resource")?;
         let schema = self.schema().await?;
         let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
@@ -860,11 +862,7 @@ impl CheckService for PermissionsApi {
         &self,
         request: Request<proto::LookupSubjectsRequest>,
     ) -> Result<Response<Self::LookupSubjectsStream>, Status> {
-        let ctx = RequestContext::from_request(&request)?.clone();
-        service_name(&ctx)?;
-        let org = ctx.org_id()?;
-        let req = request.into_inner();
-        consistency(req.consistency.as_ref(), org)?;
+        let (org, req) = service_read(request, |r| r.consistency.as_ref())?;
         let resource = object(req.resource.as_ref(), "resource")?;
         if req.subject_type.is_empty() {
             return Err(Error::validation("subject_type", "is required").into());
