@@ -178,7 +178,9 @@ pub async fn launch(launch: Launch) -> anyhow::Result<Running> {
     let grpc_shutdown = shutdown.clone();
     let grace = config.shutdown_grace;
     let handle = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        // Small gRPC frames must not wait for Nagle's algorithm (40 ms with a delayed ACK); tonic sets
+        // TCP_NODELAY only on listeners it binds itself.
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         let drain = async move {
             grpc_shutdown.cancelled().await;
             health_reporter.set_service_status("", ServingStatus::NotServing).await;
