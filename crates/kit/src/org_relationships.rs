@@ -1,11 +1,12 @@
 //! The relationships implied by identity's organization facts: membership roles, ownership,
-//! teams and team memberships (identity's `schema.zed`).
+//! teams, team memberships and API keys' roles (identity's `schema.zed`).
 //!
 //! One mapping, two paths: identity applies these changes right after its own commit (through
 //! [`crate::authz::Authz::write_change`], so the caller can act at once), and the permissions
 //! service applies the same changes when it consumes identity's events, so nothing is lost when
 //! the direct write fails. Each change carries a source-version guard (`member:{user}`,
-//! `team:{team}`, `team_member:{team}:{user}` with the version from identity's row), so a late
+//! `team:{team}`, `team_member:{team}:{user}` with the version from identity's row;
+//! `api_key:{key}` with [`API_KEY_CREATED_VERSION`] / [`API_KEY_REVOKED_VERSION`]), so a late
 //! event never undoes a newer state; whichever path arrives second changes nothing.
 //!
 //! A change may also ask to *clear* every relationship of an object (a removed member's grants
@@ -64,6 +65,10 @@ fn user(id: &str) -> Ref {
 
 fn org(id: &str) -> Ref {
     Ref::new("organization", id)
+}
+
+fn api_key(id: &str) -> Ref {
+    Ref::new("api_key", id)
 }
 
 fn team(id: &str) -> Ref {
@@ -161,6 +166,32 @@ pub fn team_member(team_id: &str, user_id: &str, role: Option<&str>, version: i6
     }
 }
 
+/// The version of a created API key's role: a key's role never changes after creation.
+pub const API_KEY_CREATED_VERSION: i64 = 1;
+/// The version of a revoked key: revocation is final, so a late `created` never restores it.
+pub const API_KEY_REVOKED_VERSION: i64 = 2;
+
+/// The roles an API key can hold (`owner` is for users only).
+pub const API_KEY_ROLES: [&str; 3] = ["admin", "member", "viewer"];
+
+/// An API key acts in its org with `role` (`organization:{org}#{role}@api_key:{key}`).
+pub fn api_key_created(org_id: &str, key_id: &str, role: &str) -> Change {
+    let updates = API_KEY_ROLES
+        .iter()
+        .map(|r| update(if *r == role { Op::Touch } else { Op::Delete }, org(org_id), r, api_key(key_id)))
+        .collect();
+    Change { source: Some((format!("api_key:{key_id}"), API_KEY_CREATED_VERSION)), updates, clears: Vec::new() }
+}
+
+/// A revoked API key holds nothing in the org: no role, no grant, no role assignment.
+pub fn api_key_revoked(org_id: &str, key_id: &str) -> Change {
+    Change {
+        source: Some((format!("api_key:{key_id}"), API_KEY_REVOKED_VERSION)),
+        updates: API_KEY_ROLES.iter().map(|r| update(Op::Delete, org(org_id), r, api_key(key_id))).collect(),
+        clears: vec![Clear::Subject(api_key(key_id))],
+    }
+}
+
 /// The stored name of an org role on the wire.
 fn role_name(role: i32) -> Option<&'static str> {
     match idpb::OrgRole::try_from(role).ok()? {
@@ -181,7 +212,9 @@ fn opt(s: &str) -> Option<&str> {
 }
 
 /// The routing keys [`changes_for_event`] maps (the permissions consumer binds to these).
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 12] = [
+    "identity.api_key.created",
+    "identity.api_key.revoked",
     "identity.member.added",
     "identity.member.role_changed",
     "identity.member.removed",
@@ -194,11 +227,21 @@ pub const EVENT_TYPES: [&str; 10] = [
     "identity.team_member.removed",
 ];
 
-/// The changes one of identity's events implies, in order; empty for other events.
-/// `identity.organization.created` implies nothing here: the `member.added {role: owner}` of the
-/// same transaction carries the owner tuple with its version guard.
-pub fn changes_for_event(event_type: &str, payload: &prost_types::Any) -> Result<Vec<Change>, String> {
+/// The changes one of identity's events in `org_id` (the envelope's org) implies, in order;
+/// empty for other events. `identity.organization.created` implies nothing here: the
+/// `member.added {role: owner}` of the same transaction carries the owner tuple with its version
+/// guard.
+pub fn changes_for_event(event_type: &str, org_id: &str, payload: &prost_types::Any) -> Result<Vec<Change>, String> {
     Ok(match event_type {
+        "identity.api_key.created" => {
+            let m: idpb::ApiKeyCreated = decode(payload)?;
+            let role = role_name(m.role).ok_or("api_key.created without a role")?;
+            vec![api_key_created(org_id, &m.api_key_id, role)]
+        }
+        "identity.api_key.revoked" => {
+            let m: idpb::ApiKeyRevoked = decode(payload)?;
+            vec![api_key_revoked(org_id, &m.api_key_id)]
+        }
         "identity.member.added" => {
             let m: idpb::MemberAdded = decode(payload)?;
             let role = role_name(m.role).ok_or("member.added without a role")?;
@@ -338,8 +381,26 @@ mod tests {
             version: 5,
         };
         let any = prost_types::Any::from_msg(&added).expect("encode");
-        assert_eq!(changes_for_event("identity.member.added", &any), Ok(vec![member_role("o", "u", "member", 5)]));
-        assert_eq!(changes_for_event("identity.user.registered", &any), Ok(vec![]));
-        assert!(changes_for_event("identity.team.created", &any).is_err(), "payload of another type");
+        assert_eq!(changes_for_event("identity.member.added", "o", &any), Ok(vec![member_role("o", "u", "member", 5)]));
+        assert_eq!(changes_for_event("identity.user.registered", "o", &any), Ok(vec![]));
+        assert!(changes_for_event("identity.team.created", "o", &any).is_err(), "payload of another type");
+    }
+
+    #[test]
+    fn an_api_key_holds_its_role_until_revoked() {
+        let created =
+            idpb::ApiKeyCreated { api_key_id: "k".into(), role: idpb::OrgRole::Viewer.into(), ..Default::default() };
+        let any = prost_types::Any::from_msg(&created).expect("encode");
+        let changes = changes_for_event("identity.api_key.created", "o", &any).expect("created");
+        assert_eq!(changes, vec![api_key_created("o", "k", "viewer")]);
+        assert!(text(&changes[0]).contains(&"Touch organization:o#viewer@api_key:k".to_string()));
+        assert_eq!(changes[0].source, Some(("api_key:k".into(), API_KEY_CREATED_VERSION)));
+        let revoked = idpb::ApiKeyRevoked { api_key_id: "k".into(), ..Default::default() };
+        let any = prost_types::Any::from_msg(&revoked).expect("encode");
+        let changes = changes_for_event("identity.api_key.revoked", "o", &any).expect("revoked");
+        assert!(text(&changes[0]).iter().all(|t| t.starts_with("Delete")), "{changes:?}");
+        assert_eq!(changes[0].clears, vec![Clear::Subject(Ref::new("api_key", "k"))]);
+        // Revocation outranks a late `created`.
+        assert!(changes[0].source.as_ref().map(|s| s.1) > Some(API_KEY_CREATED_VERSION));
     }
 }

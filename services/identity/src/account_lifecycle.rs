@@ -185,7 +185,7 @@ impl Identity {
                         revoked_by: user_id.to_string(),
                     };
                     trellis_kit::events::stage(&mut tx, &ectx, API_KEY_REVOKED, &payload).await?;
-                    revoked_keys.push(format!("key:{key_id}"));
+                    revoked_keys.push((m.org_id, key_id));
                 }
             }
         }
@@ -205,8 +205,12 @@ impl Identity {
         tx.commit().await?;
 
         let mut announced: Vec<String> = sessions.iter().map(Uuid::to_string).collect();
-        announced.extend(revoked_keys);
+        announced.extend(revoked_keys.iter().map(|(_, key_id)| format!("key:{key_id}")));
         self.announcer.announce(announced);
+        for (org_id, key_id) in revoked_keys {
+            let change = trellis_kit::org_relationships::api_key_revoked(&org_id.to_string(), &key_id.to_string());
+            self.apply_relationships(org_id, &[change]).await;
+        }
         tracing::info!(user_id = %user_id, erasure, sessions = sessions.len(), "account deactivated");
         Ok(erase_after)
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::RngCore;
 use trellis_kit::db::Tx;
+use trellis_kit::org_relationships;
 use trellis_kit::paging::{PageTokens, page_size};
 use trellis_kit::{Error, RequestContext, Result, Subject};
 use trellis_proto::trellis::identity::v1 as pb;
@@ -271,6 +272,8 @@ impl Identity {
         };
         trellis_kit::events::stage(&mut tx, ctx, API_KEY_CREATED, &payload).await?;
         tx.commit().await?;
+        let role_tuple = org_relationships::api_key_created(&org_id.to_string(), &row.id.to_string(), role.as_str());
+        self.apply_relationships(org_id, &[role_tuple]).await;
         tracing::info!(api_key_id = %row.id, org_id = %org_id, "api key created");
         Ok((row, key))
     }
@@ -314,10 +317,11 @@ impl Identity {
     pub async fn revoke_api_key(&self, ctx: &RequestContext, id: &str) -> Result<()> {
         let id = parse_id(id)?;
         let mut tx = self.db.tenant_tx(ctx).await?;
-        let (user_id, _, role) = self.api_key_manager(ctx, &mut tx).await?;
+        let (user_id, org_id, role) = self.api_key_manager(ctx, &mut tx).await?;
         Self::require_admin(role)?;
         let key = db::api_key(&mut tx, id).await?.ok_or_else(not_found)?;
-        if db::revoke_api_key(&mut tx, id, user_id).await? {
+        let revoked = db::revoke_api_key(&mut tx, id, user_id).await?;
+        if revoked {
             let payload = pb::ApiKeyRevoked {
                 api_key_id: key.id.to_string(),
                 name: key.name.clone(),
@@ -330,6 +334,13 @@ impl Identity {
         }
         tx.commit().await?;
         self.announcer.announce(vec![format!("key:{id}")]);
+        if revoked {
+            self.apply_relationships(
+                org_id,
+                &[org_relationships::api_key_revoked(&org_id.to_string(), &id.to_string())],
+            )
+            .await;
+        }
         Ok(())
     }
 

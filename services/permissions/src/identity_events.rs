@@ -43,7 +43,8 @@ impl Handler for IdentityEvents {
                 .payload
                 .as_ref()
                 .ok_or_else(|| Error::invalid_argument("EVENT_PAYLOAD_MISSING", "event has no payload"))?;
-            let changes = org_relationships::changes_for_event(&event.envelope.r#type, payload)
+            let org = event.org_id.to_string();
+            let changes = org_relationships::changes_for_event(&event.envelope.r#type, &org, payload)
                 .map_err(|e| Error::invalid_argument("EVENT_PAYLOAD_INVALID", e))?;
             for change in &changes {
                 let applied = apply(&self.api, tx, event.org_id, change).await?;

@@ -5,6 +5,7 @@ mod api_keys;
 mod common;
 mod explain;
 mod flags;
+mod identity_sync;
 mod keys;
 mod mfa;
 mod onboarding;
