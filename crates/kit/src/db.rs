@@ -84,14 +84,11 @@ impl Db {
     }
 
     /// A transaction scoped to `org_id`.
+    ///
+    /// `BEGIN` and the scope travel as one simple query, so opening a tenant transaction costs one
+    /// round trip to Postgres, not two.
     pub async fn tenant_tx_for(&self, org_id: Uuid, user_id: Option<Uuid>) -> Result<Tx> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("select set_config('app.org_id', $1, true), set_config('app.user_id', $2, true)")
-            .bind(org_id.to_string())
-            .bind(user_id.map(|u| u.to_string()).unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        Ok(self.pool.begin_with(scoped_begin("begin", org_id, user_id)).await?)
     }
 
     /// A transaction with no tenant (global tables only; tenant tables show no rows).
@@ -263,4 +260,12 @@ async fn migrate_locked(
     }
     conn.execute("reset search_path").await?;
     Ok(())
+}
+
+/// `{begin}; select set_config('app.org_id', …), set_config('app.user_id', …)`: a transaction's
+/// `BEGIN` statement (any isolation) and its tenant scope as one simple query. The values are
+/// UUIDs, whose text form (hex digits and dashes) needs no quoting beyond the literal's quotes.
+pub fn scoped_begin(begin: &str, org_id: Uuid, user_id: Option<Uuid>) -> String {
+    let user = user_id.map(|u| u.to_string()).unwrap_or_default();
+    format!("{begin}; select set_config('app.org_id', '{org_id}', true), set_config('app.user_id', '{user}', true)")
 }

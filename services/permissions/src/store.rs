@@ -61,9 +61,10 @@ impl Zookie {
 /// A REPEATABLE READ, read-only transaction of `org`: one snapshot for a whole evaluation
 /// (rule 2). The session settings are local to the transaction.
 pub async fn snapshot(db: &Db, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = db.pool().begin_with("begin isolation level repeatable read, read only").await?;
-    sqlx::query("select set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *tx).await?;
-    Ok(tx)
+    // One round trip: the snapshot's BEGIN and its tenant scope together.
+    db.pool()
+        .begin_with(trellis_kit::db::scoped_begin("begin isolation level repeatable read, read only", org, None))
+        .await
 }
 
 /// The org's current revision (0 before its first write) as seen by `conn`'s snapshot.
