@@ -3,6 +3,8 @@
 //! query names no `org_id`. Inserts pass the organization explicitly; the policies' WITH CHECK
 //! rejects any other.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use trellis_kit::Result;
@@ -621,8 +623,13 @@ pub struct Aggregations {
     pub completed_this_week: i64,
 }
 
-/// Whether Postgres knows the IANA time zone `name`.
+/// Whether Postgres knows the IANA time zone `name`. The names of the IANA database (which
+/// Postgres ships as well) answer without a query: `pg_timezone_names` reads the whole time zone
+/// directory on every call, milliseconds on each ListTasks.
 pub async fn time_zone_exists(tx: &mut Tx, name: &str) -> Result<bool> {
+    if name.parse::<chrono_tz::Tz>().is_ok() {
+        return Ok(true);
+    }
     Ok(sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
         .bind(name)
         .fetch_one(&mut **tx)
@@ -1362,31 +1369,33 @@ pub async fn batch_task_ids(tx: &mut Tx, batch: Uuid) -> Result<Vec<Uuid>> {
         .await?)
 }
 
-/// One kanban column of a selection: its first `limit` tasks by position, and how many it holds.
-/// Cancelled tasks are hidden in columns not mapped to cancelled (Rule 2).
-pub async fn kanban_column(
+/// The kanban view of a selection on one board in two queries, whatever the number of columns:
+/// the first `limit` tasks by position of every column (one lateral scan of the column-order
+/// index per column), and how many tasks each column holds. Cancelled tasks are hidden in
+/// columns not mapped to cancelled (Rule 2). Columns without tasks are absent from both.
+pub async fn kanban_columns(
     tx: &mut Tx,
     selection: &TaskSelection,
-    column_id: Uuid,
-    column_is_cancelled: bool,
+    board_id: Uuid,
     limit: i64,
-) -> Result<(Vec<TaskRow>, i64)> {
-    let narrow = |q: &mut QueryBuilder<'_, Postgres>| {
-        q.push(" and t.column_id = ").push_bind(column_id);
-        if !column_is_cancelled {
-            q.push(" and t.status <> 'cancelled'");
-        }
-    };
-    let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
+) -> Result<(Vec<TaskRow>, HashMap<Uuid, i64>)> {
+    let cancelled_rule = " and (c.status = 'cancelled' or t.status <> 'cancelled')";
+    let mut q = QueryBuilder::<Postgres>::new("select x.* from tasks.board_columns c cross join lateral (");
+    q.push(TASK_SELECT);
     push_selection(&mut q, selection);
-    narrow(&mut q);
+    q.push(" and t.column_id = c.id").push(cancelled_rule);
     q.push(" order by t.position, t.id limit ").push_bind(limit);
+    q.push(") x where c.board_id = ").push_bind(board_id);
+    q.push(" order by c.position, c.id, x.position, x.id");
     let tasks = q.build_query_as().fetch_all(&mut **tx).await?;
-    let mut q = QueryBuilder::<Postgres>::new(COUNT_FROM);
+    let mut q = QueryBuilder::<Postgres>::new(
+        "select t.column_id, count(*) from tasks.tasks t join tasks.boards b on b.org_id = t.org_id \
+         and b.id = t.board_id join tasks.board_columns c on c.org_id = t.org_id and c.id = t.column_id",
+    );
     push_selection(&mut q, selection);
-    narrow(&mut q);
-    let total = q.build_query_scalar().fetch_one(&mut **tx).await?;
-    Ok((tasks, total))
+    q.push(cancelled_rule).push(" group by t.column_id");
+    let totals: Vec<(Uuid, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+    Ok((tasks, totals.into_iter().collect()))
 }
 
 // ---- Checklists ---------------------------------------------------------------------------
