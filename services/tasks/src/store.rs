@@ -371,6 +371,51 @@ pub async fn insert_task(tx: &mut Tx, task: &NewTaskRow<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Inserts a new task together with its first watchers (`(user, reason)`, the first reason of a
+/// user counts) in one statement, and returns those watchers oldest first: one round trip while
+/// the board's number lock is held instead of one per write and a read-back.
+pub async fn insert_task_with_watchers(
+    tx: &mut Tx,
+    task: &NewTaskRow<'_>,
+    watchers: &[(Uuid, &str)],
+) -> Result<Vec<WatcherRow>> {
+    let users: Vec<Uuid> = watchers.iter().map(|(u, _)| *u).collect();
+    let reasons: Vec<String> = watchers.iter().map(|(_, r)| (*r).to_string()).collect();
+    let mut rows: Vec<WatcherRow> = sqlx::query_as(
+        "with inserted as (insert into tasks.tasks (id, org_id, board_id, column_id, number, title, description, \
+         status, priority, assignee_id, created_by, position, started_at, completed_at, completed_by, parent_id, \
+         depth) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+         case when $8 = 'in_progress' then now() end, case when $8 = 'done' then now() end, \
+         case when $8 = 'done' then $13::uuid end, $14, $15) returning id, org_id) \
+         insert into tasks.watchers (org_id, task_id, user_id, reason) \
+         select i.org_id, i.id, w.user_id, w.reason from inserted i \
+         cross join unnest($16::uuid[], $17::text[]) with ordinality as w(user_id, reason, n) order by w.n \
+         on conflict do nothing returning user_id, reason, created_at",
+    )
+    .bind(task.id)
+    .bind(task.org_id)
+    .bind(task.board_id)
+    .bind(task.column_id)
+    .bind(task.number)
+    .bind(task.title)
+    .bind(task.description)
+    .bind(task.status.as_str())
+    .bind(task.priority.as_str())
+    .bind(task.assignee_id)
+    .bind(task.created_by)
+    .bind(&task.position)
+    .bind(task.completed_by)
+    .bind(task.parent_id)
+    .bind(task.depth)
+    .bind(&users)
+    .bind(&reasons)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.sort_by_key(|w| (w.created_at, w.user_id));
+    Ok(rows)
+}
+
 /// Adds a watcher; a user who already watches keeps their first reason.
 pub async fn add_watcher(tx: &mut Tx, org_id: Uuid, task_id: Uuid, user_id: Uuid, reason: &str) -> Result<()> {
     sqlx::query(
