@@ -331,6 +331,23 @@ pub async fn board_columns(tx: &mut Tx, board_id: Uuid) -> Result<Vec<Column>> {
     Ok(rows.into_iter().filter_map(|(id, status)| Status::parse(&status).map(|status| Column { id, status })).collect())
 }
 
+/// A board's columns in order, each with the greatest position among its live tasks: what a new
+/// task needs to be placed at the end of its column, in one round trip.
+pub async fn board_columns_with_last_positions(tx: &mut Tx, board_id: Uuid) -> Result<Vec<(Column, Option<String>)>> {
+    let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "select c.id, c.status, (select max(t.position) from tasks.tasks t where t.board_id = c.board_id \
+         and t.column_id = c.id and t.deleted_at is null) from tasks.board_columns c where c.board_id = $1 \
+         order by c.position, c.id",
+    )
+    .bind(board_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, status, last)| Status::parse(&status).map(|status| (Column { id, status }, last)))
+        .collect())
+}
+
 /// The greatest position among the column's live tasks.
 pub async fn last_position(tx: &mut Tx, board_id: Uuid, column_id: Uuid) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
@@ -1417,7 +1434,7 @@ pub async fn batch_task_ids(tx: &mut Tx, batch: Uuid) -> Result<Vec<Uuid>> {
 /// The kanban view of a selection on one board in two queries, whatever the number of columns:
 /// the first `limit` tasks by position of every column (one lateral scan of the column-order
 /// index per column), and how many tasks each column holds. Cancelled tasks are hidden in
-/// columns not mapped to cancelled (Rule 2). Columns without tasks are absent from both.
+/// columns not mapped to cancelled (Rule 2). Columns without tasks hold no rows.
 pub async fn kanban_columns(
     tx: &mut Tx,
     selection: &TaskSelection,
@@ -1433,12 +1450,13 @@ pub async fn kanban_columns(
     q.push(") x where c.board_id = ").push_bind(board_id);
     q.push(" order by c.position, c.id, x.position, x.id");
     let tasks = q.build_query_as().fetch_all(&mut **tx).await?;
-    let mut q = QueryBuilder::<Postgres>::new(
-        "select t.column_id, count(*) from tasks.tasks t join tasks.boards b on b.org_id = t.org_id \
-         and b.id = t.board_id join tasks.board_columns c on c.org_id = t.org_id and c.id = t.column_id",
-    );
+    // One count per column (an index-only scan of its range of the column-order index) rather
+    // than a grouped count over the board, which hashes every task.
+    let mut q = QueryBuilder::<Postgres>::new("select c.id, (");
+    q.push(COUNT_FROM);
     push_selection(&mut q, selection);
-    q.push(cancelled_rule).push(" group by t.column_id");
+    q.push(" and t.column_id = c.id").push(cancelled_rule);
+    q.push(") from tasks.board_columns c where c.board_id = ").push_bind(board_id);
     let totals: Vec<(Uuid, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
     Ok((tasks, totals.into_iter().collect()))
 }

@@ -272,9 +272,10 @@ pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new:
     if numbered.archived {
         return Err(TaskError::BoardArchived.into());
     }
-    let columns = store::board_columns(&mut tx, board_id).await?;
+    let columns_with_last = store::board_columns_with_last_positions(&mut tx, board_id).await?;
+    let columns: Vec<store::Column> = columns_with_last.iter().map(|(c, _)| c.clone()).collect();
     let (column_id, status) = place(&columns, new.column_id, new.status)?;
-    let last = store::last_position(&mut tx, board_id, column_id).await?;
+    let last = columns_with_last.into_iter().find(|(c, _)| c.id == column_id).and_then(|(_, last)| last);
     let id = Uuid::now_v7();
     let creator = creator_id(ctx);
     let mut first_watchers: Vec<(Uuid, &str)> = Vec::with_capacity(2);
