@@ -363,11 +363,15 @@ async fn page(
 async fn kanban(tx: &mut trellis_kit::db::Tx, query: &ListQuery, selection: &TaskSelection) -> Result<Listing> {
     let board_id = query.board_id.unwrap_or_default();
     let columns = store::column_rows(tx, board_id).await?;
+    let (rows, totals) = store::kanban_columns(tx, selection, board_id, i64::from(query.page_size)).await?;
+    let mut by_column: HashMap<Uuid, Vec<TaskRow>> = HashMap::with_capacity(columns.len());
+    for row in rows {
+        by_column.entry(row.column_id).or_default().push(row);
+    }
     let mut groups = Vec::with_capacity(columns.len());
     for column in columns {
-        let (tasks, total_size) =
-            store::kanban_column(tx, selection, column.id, column.status == "cancelled", i64::from(query.page_size))
-                .await?;
+        let tasks = by_column.remove(&column.id).unwrap_or_default();
+        let total_size = totals.get(&column.id).copied().unwrap_or(0);
         let over_wip_limit = column.wip_limit.is_some_and(|limit| column.task_count > i64::from(limit));
         groups.push(KanbanGroup { column, tasks, total_size, over_wip_limit });
     }

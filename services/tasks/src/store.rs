@@ -3,6 +3,8 @@
 //! query names no `org_id`. Inserts pass the organization explicitly; the policies' WITH CHECK
 //! rejects any other.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use trellis_kit::Result;
@@ -329,6 +331,23 @@ pub async fn board_columns(tx: &mut Tx, board_id: Uuid) -> Result<Vec<Column>> {
     Ok(rows.into_iter().filter_map(|(id, status)| Status::parse(&status).map(|status| Column { id, status })).collect())
 }
 
+/// A board's columns in order, each with the greatest position among its live tasks: what a new
+/// task needs to be placed at the end of its column, in one round trip.
+pub async fn board_columns_with_last_positions(tx: &mut Tx, board_id: Uuid) -> Result<Vec<(Column, Option<String>)>> {
+    let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "select c.id, c.status, (select max(t.position) from tasks.tasks t where t.board_id = c.board_id \
+         and t.column_id = c.id and t.deleted_at is null) from tasks.board_columns c where c.board_id = $1 \
+         order by c.position, c.id",
+    )
+    .bind(board_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, status, last)| Status::parse(&status).map(|status| (Column { id, status }, last)))
+        .collect())
+}
+
 /// The greatest position among the column's live tasks.
 pub async fn last_position(tx: &mut Tx, board_id: Uuid, column_id: Uuid) -> Result<Option<String>> {
     Ok(sqlx::query_scalar(
@@ -367,6 +386,51 @@ pub async fn insert_task(tx: &mut Tx, task: &NewTaskRow<'_>) -> Result<()> {
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Inserts a new task together with its first watchers (`(user, reason)`, the first reason of a
+/// user counts) in one statement, and returns those watchers oldest first: one round trip while
+/// the board's number lock is held instead of one per write and a read-back.
+pub async fn insert_task_with_watchers(
+    tx: &mut Tx,
+    task: &NewTaskRow<'_>,
+    watchers: &[(Uuid, &str)],
+) -> Result<Vec<WatcherRow>> {
+    let users: Vec<Uuid> = watchers.iter().map(|(u, _)| *u).collect();
+    let reasons: Vec<String> = watchers.iter().map(|(_, r)| (*r).to_string()).collect();
+    let mut rows: Vec<WatcherRow> = sqlx::query_as(
+        "with inserted as (insert into tasks.tasks (id, org_id, board_id, column_id, number, title, description, \
+         status, priority, assignee_id, created_by, position, started_at, completed_at, completed_by, parent_id, \
+         depth) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+         case when $8 = 'in_progress' then now() end, case when $8 = 'done' then now() end, \
+         case when $8 = 'done' then $13::uuid end, $14, $15) returning id, org_id) \
+         insert into tasks.watchers (org_id, task_id, user_id, reason) \
+         select i.org_id, i.id, w.user_id, w.reason from inserted i \
+         cross join unnest($16::uuid[], $17::text[]) with ordinality as w(user_id, reason, n) order by w.n \
+         on conflict do nothing returning user_id, reason, created_at",
+    )
+    .bind(task.id)
+    .bind(task.org_id)
+    .bind(task.board_id)
+    .bind(task.column_id)
+    .bind(task.number)
+    .bind(task.title)
+    .bind(task.description)
+    .bind(task.status.as_str())
+    .bind(task.priority.as_str())
+    .bind(task.assignee_id)
+    .bind(task.created_by)
+    .bind(&task.position)
+    .bind(task.completed_by)
+    .bind(task.parent_id)
+    .bind(task.depth)
+    .bind(&users)
+    .bind(&reasons)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.sort_by_key(|w| (w.created_at, w.user_id));
+    Ok(rows)
 }
 
 /// Adds a watcher; a user who already watches keeps their first reason.
@@ -621,8 +685,13 @@ pub struct Aggregations {
     pub completed_this_week: i64,
 }
 
-/// Whether Postgres knows the IANA time zone `name`.
+/// Whether Postgres knows the IANA time zone `name`. The names of the IANA database (which
+/// Postgres ships as well) answer without a query: `pg_timezone_names` reads the whole time zone
+/// directory on every call, milliseconds on each ListTasks.
 pub async fn time_zone_exists(tx: &mut Tx, name: &str) -> Result<bool> {
+    if name.parse::<chrono_tz::Tz>().is_ok() {
+        return Ok(true);
+    }
     Ok(sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
         .bind(name)
         .fetch_one(&mut **tx)
@@ -1362,31 +1431,34 @@ pub async fn batch_task_ids(tx: &mut Tx, batch: Uuid) -> Result<Vec<Uuid>> {
         .await?)
 }
 
-/// One kanban column of a selection: its first `limit` tasks by position, and how many it holds.
-/// Cancelled tasks are hidden in columns not mapped to cancelled (Rule 2).
-pub async fn kanban_column(
+/// The kanban view of a selection on one board in two queries, whatever the number of columns:
+/// the first `limit` tasks by position of every column (one lateral scan of the column-order
+/// index per column), and how many tasks each column holds. Cancelled tasks are hidden in
+/// columns not mapped to cancelled (Rule 2). Columns without tasks hold no rows.
+pub async fn kanban_columns(
     tx: &mut Tx,
     selection: &TaskSelection,
-    column_id: Uuid,
-    column_is_cancelled: bool,
+    board_id: Uuid,
     limit: i64,
-) -> Result<(Vec<TaskRow>, i64)> {
-    let narrow = |q: &mut QueryBuilder<'_, Postgres>| {
-        q.push(" and t.column_id = ").push_bind(column_id);
-        if !column_is_cancelled {
-            q.push(" and t.status <> 'cancelled'");
-        }
-    };
-    let mut q = QueryBuilder::<Postgres>::new(TASK_SELECT);
+) -> Result<(Vec<TaskRow>, HashMap<Uuid, i64>)> {
+    let cancelled_rule = " and (c.status = 'cancelled' or t.status <> 'cancelled')";
+    let mut q = QueryBuilder::<Postgres>::new("select x.* from tasks.board_columns c cross join lateral (");
+    q.push(TASK_SELECT);
     push_selection(&mut q, selection);
-    narrow(&mut q);
+    q.push(" and t.column_id = c.id").push(cancelled_rule);
     q.push(" order by t.position, t.id limit ").push_bind(limit);
+    q.push(") x where c.board_id = ").push_bind(board_id);
+    q.push(" order by c.position, c.id, x.position, x.id");
     let tasks = q.build_query_as().fetch_all(&mut **tx).await?;
-    let mut q = QueryBuilder::<Postgres>::new(COUNT_FROM);
+    // One count per column (an index-only scan of its range of the column-order index) rather
+    // than a grouped count over the board, which hashes every task.
+    let mut q = QueryBuilder::<Postgres>::new("select c.id, (");
+    q.push(COUNT_FROM);
     push_selection(&mut q, selection);
-    narrow(&mut q);
-    let total = q.build_query_scalar().fetch_one(&mut **tx).await?;
-    Ok((tasks, total))
+    q.push(" and t.column_id = c.id").push(cancelled_rule);
+    q.push(") from tasks.board_columns c where c.board_id = ").push_bind(board_id);
+    let totals: Vec<(Uuid, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+    Ok((tasks, totals.into_iter().collect()))
 }
 
 // ---- Checklists ---------------------------------------------------------------------------

@@ -264,18 +264,28 @@ pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new:
             id
         }
     };
+    // Taken before the board lock below (a sequence; the task is not known to anyone yet).
+    let task_version = relationships::next_version(&mut tx).await?;
     // Locks the board row: numbers and end-of-column positions of one board are handed out in
     // turn, never twice.
     let numbered = store::take_task_number(&mut tx, board_id).await?.ok_or(TaskError::BoardNotFound)?;
     if numbered.archived {
         return Err(TaskError::BoardArchived.into());
     }
-    let columns = store::board_columns(&mut tx, board_id).await?;
+    let columns_with_last = store::board_columns_with_last_positions(&mut tx, board_id).await?;
+    let columns: Vec<store::Column> = columns_with_last.iter().map(|(c, _)| c.clone()).collect();
     let (column_id, status) = place(&columns, new.column_id, new.status)?;
-    let last = store::last_position(&mut tx, board_id, column_id).await?;
+    let last = columns_with_last.into_iter().find(|(c, _)| c.id == column_id).and_then(|(_, last)| last);
     let id = Uuid::now_v7();
     let creator = creator_id(ctx);
-    store::insert_task(
+    let mut first_watchers: Vec<(Uuid, &str)> = Vec::with_capacity(2);
+    if let Some(user) = ctx.user_id_opt() {
+        first_watchers.push((user, "creator"));
+    }
+    if let Some(assignee) = new.assignee_id {
+        first_watchers.push((assignee, "assignee"));
+    }
+    let watchers = store::insert_task_with_watchers(
         &mut tx,
         &store::NewTaskRow {
             id,
@@ -295,16 +305,10 @@ pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new:
             parent_id: new.parent_id,
             depth,
         },
+        &first_watchers,
     )
     .await?;
-    if let Some(user) = ctx.user_id_opt() {
-        store::add_watcher(&mut tx, org_id, id, user, "creator").await?;
-    }
-    if let Some(assignee) = new.assignee_id {
-        store::add_watcher(&mut tx, org_id, id, assignee, "assignee").await?;
-    }
     let task = store::task(&mut tx, id).await?.ok_or(TaskError::TaskNotFound)?;
-    let watchers = store::watchers(&mut tx, id).await?;
     let watcher_ids: Vec<Uuid> = watchers.iter().map(|w| w.user_id).collect();
     events::task_created(&mut tx, ctx, &task, &watcher_ids).await?;
     if let Some(assignee) = task.assignee_id {
@@ -313,8 +317,7 @@ pub async fn create(db: &Db, access: &dyn Access, ctx: &RequestContext, mut new:
     }
     // task#board, task#creator and task#assignee.
     let creator_ref = relationships::subject_of(&ctx.subject);
-    let version = relationships::next_version(&mut tx).await?;
-    access_changes.push(relationships::task_placed(id, board_id, None, creator_ref.as_ref(), version));
+    access_changes.push(relationships::task_placed(id, board_id, None, creator_ref.as_ref(), task_version));
     if task.assignee_id.is_some() {
         let version = relationships::next_version(&mut tx).await?;
         access_changes.push(relationships::task_assignee(id, None, task.assignee_id, version));

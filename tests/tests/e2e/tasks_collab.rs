@@ -1,12 +1,39 @@
 //! Tasks acceptance flows 11 (trash) and 13 (comments and search) through the gateway, with
-//! every module running: a mention makes a colleague a watcher and is published; list search
-//! finds a task by key first; a trashed parent leaves lists with its subtask, shows in the trash
+//! every module running: a mention makes a colleague a watcher and is published; list search and
+//! the platform search (`/api/v1/search`, fanned out by the gateway) find a task by key first;
+//! counts and resolve leave out deleted tasks; a trashed parent leaves lists with its subtask, shows in the trash
 //! and comes back whole.
 
+use prost::Message;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
+use trellis_proto::trellis::events::v1::Envelope;
+use trellis_proto::trellis::tasks::v1::CommentChanged;
 
 use crate::common::Platform;
+
+/// A JSON count (int64 may arrive as a string).
+fn count(v: &Value) -> i64 {
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(-1)
+}
+
+/// The mentioned users of the `tasks.comment.created` events of a task, as staged in the tasks
+/// outbox for the notifications service.
+async fn comment_event_mentions(p: &Platform, task_id: &str) -> Vec<String> {
+    let pool = p.cell.owner_pool().await;
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "select envelope from tasks.outbox where event_type = 'tasks.comment.created' order by created_at, id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("reading the tasks outbox: {e}"));
+    rows.iter()
+        .filter_map(|bytes| Envelope::decode(bytes.as_slice()).ok())
+        .filter_map(|envelope| envelope.payload.and_then(|p| p.to_msg::<CommentChanged>().ok()))
+        .filter(|event| event.entity_id == task_id)
+        .flat_map(|event| event.mentioned_user_ids)
+        .collect()
+}
 
 #[tokio::test]
 async fn comments_mention_colleagues_search_finds_keys_and_the_trash_restores_subtrees() {
@@ -45,6 +72,20 @@ async fn comments_mention_colleagues_search_finds_keys_and_the_trash_restores_su
     let found = p.get("/api/v1/tasks?q=launc", &uma.token).await;
     assert_eq!(found.body["total_size"], json!(2), "{found:?}");
 
+    // The event notifications receives names Uma among the mentioned users.
+    assert_eq!(comment_event_mentions(&p, &task_id).await, vec![uma.id.clone()]);
+
+    // The platform search fans out to tasks through the gateway: the key ranks its task first.
+    assert_eq!(key, "ENG-1");
+    let found = p.get("/api/v1/search?q=ENG-1&type=task", &uma.token).await;
+    assert_eq!(found.status, StatusCode::OK, "{found:?}");
+    assert_eq!(found.body["groups"][0]["type"], json!("task"), "{found:?}");
+    assert_eq!(found.body["groups"][0]["items"][0]["id"], json!(task_id), "{found:?}");
+    assert!(found.body["unavailable_modules"].as_array().is_none_or(Vec::is_empty), "{found:?}");
+    let counts = p.get("/api/v1/counts", &uma.token).await;
+    assert_eq!(counts.status, StatusCode::OK, "{counts:?}");
+    assert_eq!(count(&counts.body["counts"]["tasks"]), 2, "{counts:?}");
+
     // Flow 11: deleting the parent hides it and its subtask; the trash lists it; restore.
     let sub =
         p.post(&format!("/api/v1/tasks/{task_id}/subtasks"), Some(&alice.token), json!({"title": "Press kit"})).await;
@@ -52,6 +93,16 @@ async fn comments_mention_colleagues_search_finds_keys_and_the_trash_restores_su
     let deleted = p.call(Method::DELETE, &format!("/api/v1/tasks/{task_id}"), Some(&alice.token), None).await;
     assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
     assert_eq!(p.get(&format!("/api/v1/tasks/{task_id}"), &alice.token).await.status, StatusCode::NOT_FOUND);
+    // Resolve omits the deleted task and names it missing; counts no longer include it.
+    let refs = json!({"refs": [{"type": "task", "id": task_id}, {"type": "board", "id": board_id}]});
+    let resolved = p.post("/api/v1/resolve", Some(&alice.token), refs).await;
+    assert_eq!(resolved.status, StatusCode::OK, "{resolved:?}");
+    let summaries: Vec<&str> =
+        resolved.body["summaries"].as_array().map_or(vec![], |s| s.iter().filter_map(|s| s["id"].as_str()).collect());
+    assert_eq!(summaries, vec![board_id.as_str()], "{resolved:?}");
+    assert_eq!(resolved.body["missing"], json!([{"type": "task", "id": task_id}]), "{resolved:?}");
+    let counts = p.get("/api/v1/counts?types=task", &alice.token).await;
+    assert_eq!(count(&counts.body["counts"]["tasks"]), 1, "{counts:?}");
     let listed = p.get("/api/v1/tasks?include_subtasks=true&q=press", &alice.token).await;
     assert_eq!(listed.body["total_size"], json!(0), "{listed:?}");
     let trash = p.get("/api/v1/trash/tasks", &alice.token).await;
