@@ -72,8 +72,8 @@ pub struct IdentityConfig {
     #[arg(long = "identity-signing-key-check-interval", env = "IDENTITY_SIGNING_KEY_CHECK_INTERVAL", default_value = "1m", value_parser = parse_ttl)]
     pub signing_key_check_interval: Duration,
 
-    /// How often each replica looks for deleted organizations past their window to purge (`1h`;
-    /// tests shorten it).
+    /// How often each replica looks for deleted organizations past their window to purge, and
+    /// for deactivated accounts past theirs to erase (`1h`; tests shorten it).
     #[arg(long = "identity-org-purge-interval", env = "IDENTITY_ORG_PURGE_INTERVAL", default_value = "1h", value_parser = parse_ttl)]
     pub org_purge_interval: Duration,
 

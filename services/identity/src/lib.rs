@@ -23,6 +23,7 @@
 //! - [`onboarding`] (handlers in [`onboarding_api`]): onboarding steps, progress, dismissal, and
 //!   the consumer that completes steps from events.
 //! - [`purge`]: the replica-safe purge of deleted organizations past their window.
+//! - [`erasure`]: the replica-safe erasure of deactivated accounts past their window.
 //! - [`relationships`]: identity's schema, the `service:identity` tokens it signs itself, and the
 //!   relationship writes right after its commits (the permissions consumer applies the same).
 //! - [`password`]: the password policy and Argon2id hashing (off the async runtime).
@@ -58,6 +59,7 @@ pub mod accounts;
 pub mod api;
 pub mod api_keys;
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod events;
 pub mod flags;
@@ -149,12 +151,14 @@ pub fn module_with(settings: Option<IdentityConfig>) -> Module {
                 .run_scheduler(identity.settings.signing_key_check_interval, runtime.shutdown.clone());
             let schema = register_schema(identity.clone(), runtime.shutdown.clone());
             let purge = identity.clone().run_purge(identity.settings.org_purge_interval, runtime.shutdown.clone());
+            let erasure = identity.clone().run_erasure(identity.settings.org_purge_interval, runtime.shutdown.clone());
             let pages = trellis_kit::paging::PageTokens::new(runtime.config.cell_secret.as_bytes());
             Ok(Service::new()
                 .worker("revocation-heartbeat", heartbeat)
                 .worker("signing-key-rotation", rotation)
                 .worker("permissions-schema", schema)
                 .worker("organization-purge", purge)
+                .worker("account-erasure", erasure)
                 .consumer(onboarding::OnboardingEvents::consumer(runtime.db.pool().clone(), &onboarding_events))
                 .grpc(AuthServiceServer::new(api::AuthApi::new(identity.clone())))
                 .grpc(SessionServiceServer::new(api::SessionApi::new(identity.clone())))

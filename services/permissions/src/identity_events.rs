@@ -29,10 +29,46 @@ pub struct IdentityEvents {
 }
 
 impl IdentityEvents {
-    /// The consumer, bound to the events [`org_relationships::EVENT_TYPES`].
+    /// The consumer, bound to the events [`org_relationships::EVENT_TYPES`] and
+    /// [`USER_ERASED`].
     pub fn consumer(api: PermissionsApi) -> Consumer {
-        Consumer::new(QUEUE, &org_relationships::EVENT_TYPES, IdentityEvents { api })
+        let mut bindings = org_relationships::EVENT_TYPES.to_vec();
+        bindings.push(USER_ERASED);
+        Consumer::new(QUEUE, &bindings, IdentityEvents { api })
     }
+}
+
+/// `identity.user.erased`: the user's relationships go in every organization.
+pub const USER_ERASED: &str = "identity.user.erased";
+
+/// Deletes every relationship naming the user as subject, org by org (each under its own tenant
+/// scope), then returns the transaction to the event's org. How many orgs had some.
+async fn erase_user(api: &PermissionsApi, tx: &mut Tx, event_org: uuid::Uuid, user_id: &str) -> Result<usize> {
+    let orgs: Vec<uuid::Uuid> = sqlx::query_scalar("select * from permissions.orgs_with_subject('user', $1)")
+        .bind(user_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+    let change = Change {
+        source: None,
+        updates: Vec::new(),
+        clears: vec![Clear::Subject(trellis_kit::authz::Ref::new("user", user_id))],
+    };
+    for org in &orgs {
+        scope(tx, *org).await?;
+        apply(api, tx, *org, &change).await?;
+    }
+    scope(tx, event_org).await?;
+    Ok(orgs.len())
+}
+
+async fn scope(tx: &mut Tx, org: uuid::Uuid) -> Result<()> {
+    sqlx::query("select set_config('app.org_id', $1, true)")
+        .bind(org.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+    Ok(())
 }
 
 impl Handler for IdentityEvents {
@@ -43,6 +79,13 @@ impl Handler for IdentityEvents {
                 .payload
                 .as_ref()
                 .ok_or_else(|| Error::invalid_argument("EVENT_PAYLOAD_MISSING", "event has no payload"))?;
+            if event.envelope.r#type == USER_ERASED {
+                let erased: trellis_proto::trellis::identity::v1::UserErased =
+                    payload.to_msg().map_err(|e| Error::invalid_argument("EVENT_PAYLOAD_INVALID", e.to_string()))?;
+                let orgs = erase_user(&self.api, tx, event.org_id, &erased.user_id).await?;
+                tracing::info!(event_id = %event.id, user_id = %erased.user_id, orgs, "erased user's relationships deleted");
+                return Ok(());
+            }
             let org = event.org_id.to_string();
             let changes = org_relationships::changes_for_event(&event.envelope.r#type, &org, payload)
                 .map_err(|e| Error::invalid_argument("EVENT_PAYLOAD_INVALID", e))?;

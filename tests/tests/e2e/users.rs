@@ -75,3 +75,55 @@ async fn deactivation_needs_a_transfer_first_and_then_signs_the_user_out_everywh
     let login = p.post("/api/v1/auth/login", None, json!({"email": "mia@example.com", "password": PASSWORD})).await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn past_the_window_a_deleted_account_is_erased_and_leaves_the_organization() {
+    let mut settings = trellis_identity::IdentityConfig::from_env().expect("identity settings");
+    settings.org_purge_interval = Duration::from_millis(200);
+    let p = Platform::start_with_identity(Some(settings)).await;
+    let owner = p.register("Olive", "olive@example.com", None).await;
+    let invited = p.post("/api/v1/invitations", Some(&owner.token), json!({"email": "mia@example.com"})).await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{invited:?}");
+    let token = p.invitation_token("mia@example.com").await;
+    let mia = p.register("Mia", "mia@example.com", Some(&token)).await;
+    let org = crate::organizations::org_of(&p, &owner.token);
+
+    let deleted =
+        p.call(Method::DELETE, "/api/v1/users/me", Some(&mia.token), Some(json!({"password": PASSWORD}))).await;
+    assert!(deleted.status.is_success(), "{deleted:?}");
+
+    // The test clock: the 30 days have passed.
+    let db = p.cell.owner_pool().await;
+    sqlx::query("update identity.users set erase_after = now() - interval '1 minute' where id = $1::uuid")
+        .bind(&mia.id)
+        .execute(&db)
+        .await
+        .expect("test clock");
+    let status = || async {
+        let s: String = sqlx::query_scalar("select status from identity.users where id = $1::uuid")
+            .bind(&mia.id)
+            .fetch_one(&db)
+            .await
+            .expect("status");
+        s == "erased"
+    };
+    trellis_kit::testing::wait_until(Duration::from_secs(10), status).await;
+    let members = p.get(&format!("/api/v1/organizations/{org}/members"), &owner.token).await;
+    let ids: Vec<&str> =
+        members.body["members"].as_array().expect("members").iter().filter_map(|m| m["user_id"].as_str()).collect();
+    assert_eq!(ids, [owner.id.as_str()], "{members:?}");
+    let (email, name, status): (String, String, String) =
+        sqlx::query_as("select email, first_name, status from identity.users where id = $1::uuid")
+            .bind(&mia.id)
+            .fetch_one(&db)
+            .await
+            .expect("user");
+    assert_eq!(
+        (email, name.as_str(), status.as_str()),
+        (format!("erased+{}@invalid", mia.id), "Deleted user", "erased")
+    );
+    let login = p.post("/api/v1/auth/login", None, json!({"email": "mia@example.com", "password": PASSWORD})).await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED);
+    // The address is free again.
+    p.register("Mia", "mia@example.com", None).await;
+}

@@ -5,6 +5,7 @@ mod accepting;
 mod api_keys;
 mod auth;
 mod common;
+mod erasure;
 mod flags;
 mod invitations;
 mod jwks;
