@@ -359,33 +359,10 @@ pub async fn last_position(tx: &mut Tx, board_id: Uuid, column_id: Uuid) -> Resu
     .await?)
 }
 
-/// Inserts a task.
+/// Inserts a task (without watchers).
 pub async fn insert_task(tx: &mut Tx, task: &NewTaskRow<'_>) -> Result<()> {
-    sqlx::query(
-        "insert into tasks.tasks (id, org_id, board_id, column_id, number, title, description, status, priority, \
-         assignee_id, created_by, position, started_at, completed_at, completed_by, parent_id, depth) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-         case when $8 = 'in_progress' then now() end, case when $8 = 'done' then now() end, \
-         case when $8 = 'done' then $13::uuid end, $14, $15)",
-    )
-    .bind(task.id)
-    .bind(task.org_id)
-    .bind(task.board_id)
-    .bind(task.column_id)
-    .bind(task.number)
-    .bind(task.title)
-    .bind(task.description)
-    .bind(task.status.as_str())
-    .bind(task.priority.as_str())
-    .bind(task.assignee_id)
-    .bind(task.created_by)
-    .bind(&task.position)
-    .bind(task.completed_by)
-    .bind(task.parent_id)
-    .bind(task.depth)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    // A data-modifying CTE runs once even when no watcher row comes out of it.
+    insert_task_with_watchers(tx, task, &[]).await.map(|_| ())
 }
 
 /// Inserts a new task together with its first watchers (`(user, reason)`, the first reason of a
