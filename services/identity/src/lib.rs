@@ -35,6 +35,7 @@
 //!   of a sign-in (`requires_mfa` → Challenge), backup codes, Disable.
 //! - [`users`] (queries in `store::users`, handlers in [`users_api`]): the current user's profile
 //!   (GetMe, UpdateMe) and GetUser; [`account_lifecycle`]: Deactivate, DeleteMe, Reactivate.
+//! - [`export`]: ExportMyData, the caller's own data as one document (no secret in it).
 //! - [`recovery`]: email verification, forgot/reset password, ChangePassword (email tokens).
 //! - [`keys`]: signing keys (created on first start, encrypted at rest with AES-256-GCM), their
 //!   rotation schedule (next → active → retiring → retired) and the JWKS.
@@ -62,6 +63,7 @@ pub mod config;
 pub mod erasure;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod flags;
 pub mod flags_api;
 pub mod flags_store;

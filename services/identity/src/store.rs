@@ -505,6 +505,7 @@ pub async fn mark_invitation_accepted(conn: &mut PgConnection, id: Uuid, user_id
 
 pub mod api_keys;
 pub mod directory;
+pub mod export;
 pub mod mfa;
 pub mod signing_keys;
 pub mod users;

@@ -70,6 +70,14 @@ impl UserService for UserApi {
         }))
     }
 
+    async fn export_my_data(
+        &self,
+        request: Request<pb::ExportMyDataRequest>,
+    ) -> Result<Response<pb::ExportMyDataResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        Ok(Response::new(self.identity.export_my_data(ctx).await?))
+    }
+
     async fn deactivate(
         &self,
         request: Request<pb::DeactivateRequest>,

@@ -1,5 +1,6 @@
 //! The current user through the gateway: `GET /users/me` after sign-up (flow 1) and
-//! `PATCH /users/me` with the mask derived from the body, and deactivation (flow 14).
+//! `PATCH /users/me` with the mask derived from the body, deactivation (flow 14) and the export
+//! (flow 15).
 
 use std::time::Duration;
 
@@ -126,4 +127,43 @@ async fn past_the_window_a_deleted_account_is_erased_and_leaves_the_organization
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
     // The address is free again.
     p.register("Mia", "mia@example.com", None).await;
+}
+
+/// Flow 15: `GET /users/me/export` is JSON with the profile, memberships, sessions, teams and
+/// settings, and no field holds a hash, a secret or a token.
+#[tokio::test]
+async fn the_export_is_json_with_the_callers_data_and_no_hash_secret_or_token() {
+    let (p, _checks) = crate::organizations::platform().await;
+    let ada = p.register("Ada", "ada.export@example.com", None).await;
+    let eng = p.post("/api/v1/teams", Some(&ada.token), json!({"name": "eng"})).await;
+    assert_eq!(eng.status, StatusCode::CREATED, "{eng:?}");
+    let week = json!({"scope": "user", "namespace": "general", "key": "week_start", "value": "saturday"});
+    let set = p.call(Method::PUT, "/api/v1/settings", Some(&ada.token), Some(week)).await;
+    assert_eq!(set.status, StatusCode::OK, "{set:?}");
+    let again = p.login("ada.export@example.com").await;
+
+    let export = p.get("/api/v1/users/me/export", &ada.token).await;
+    assert_eq!(export.status, StatusCode::OK, "{export:?}");
+    let doc = &export.body;
+    assert_eq!(
+        (doc["profile"]["id"].as_str(), doc["profile"]["email"].as_str()),
+        (Some(ada.id.as_str()), Some("ada.export@example.com"))
+    );
+    let memberships = doc["memberships"].as_array().expect("memberships");
+    assert_eq!(memberships.len(), 1, "{doc}");
+    let own = &memberships[0];
+    assert_eq!((own["role"].as_str(), own["personal"].as_bool()), (Some("owner"), Some(true)));
+    assert_eq!((own["teams"][0]["name"].as_str(), own["teams"][0]["role"].as_str()), (Some("eng"), Some("maintainer")));
+    assert_eq!(own["settings"][0]["key"], "week_start");
+    assert_eq!(own["settings"][0]["value"], "saturday");
+    assert_eq!(doc["sessions"].as_array().map(Vec::len), Some(2), "{doc}");
+    assert!(doc["sessions"][0]["session"]["user_agent"].is_string(), "{doc}");
+
+    let text = doc.to_string();
+    for secret in [PASSWORD, ada.token.as_str(), again.token.as_str(), "$argon2"] {
+        assert!(!text.contains(secret), "the export holds {secret}");
+    }
+    for field in ["hash", "secret", "token"] {
+        assert!(!text.contains(field), "a field named like {field} in {text}");
+    }
 }

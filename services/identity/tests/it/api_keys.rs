@@ -22,7 +22,7 @@ async fn keys(id: &Identity) -> ApiKeyServiceClient<tonic::transport::Channel> {
 }
 
 /// Registers `email` with a verified address; returns (user id, access token, org id).
-async fn verified(id: &Identity, email: &str) -> (String, String, String) {
+pub async fn verified(id: &Identity, email: &str) -> (String, String, String) {
     let r = id.register(email, "Kim").await;
     let user = r.user.expect("user").id;
     sqlx::query("update identity.users set email_verified_at = now() where id = $1::uuid")
@@ -34,7 +34,7 @@ async fn verified(id: &Identity, email: &str) -> (String, String, String) {
     (user, r.access_token, org)
 }
 
-async fn register_tasks_scopes(id: &Identity) {
+pub async fn register_tasks_scopes(id: &Identity) {
     let request = pb::RegisterScopeResourcesRequest {
         resources: vec![pb::ScopeResource { resource: "tasks".into(), description: "Tasks".into() }],
     };
@@ -42,7 +42,7 @@ async fn register_tasks_scopes(id: &Identity) {
     assert_eq!(changed.expect("registered").into_inner().changed, 1);
 }
 
-fn create(scopes: &[&str], role: pb::OrgRole) -> pb::CreateApiKeyRequest {
+pub fn create(scopes: &[&str], role: pb::OrgRole) -> pb::CreateApiKeyRequest {
     pb::CreateApiKeyRequest {
         name: "CI".into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),

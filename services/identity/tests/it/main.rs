@@ -6,6 +6,7 @@ mod api_keys;
 mod auth;
 mod common;
 mod erasure;
+mod export;
 mod flags;
 mod invitations;
 mod jwks;
