@@ -115,8 +115,11 @@ impl Identity {
                     .await?;
             }
         }
-        let payload =
-            pb::UserReactivated { user_id: user_id.to_string(), org_ids: orgs.iter().map(Uuid::to_string).collect() };
+        let payload = pb::UserReactivated {
+            user_id: user_id.to_string(),
+            org_ids: orgs.iter().map(Uuid::to_string).collect(),
+            erase_after: Some(events::timestamp(erase_after)),
+        };
         trellis_kit::events::stage(&mut tx, &acting(ctx, user_id, Uuid::nil()), USER_REACTIVATED, &payload).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user_id, "account reactivated");
