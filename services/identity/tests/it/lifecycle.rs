@@ -93,7 +93,7 @@ async fn the_owner_of_a_shared_org_must_transfer_and_a_member_is_deactivated_eve
     assert_eq!(status, "active");
     let reactivated: Vec<pb::UserReactivated> = id.payloads("identity.user.reactivated").await;
     assert_eq!(reactivated.len(), 1);
-    assert_eq!(reactivated[0].org_ids, [org_id.clone()]);
+    assert_eq!(reactivated[0].org_ids, std::slice::from_ref(&org_id));
     // The erasure it cancelled (stored to the microsecond).
     let micros = |t: &Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos / 1000));
     assert_eq!(micros(&reactivated[0].erase_after), micros(&events[0].erase_after));
