@@ -352,36 +352,47 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
 
 /// The plans of the evaluator's three queries on the loaded data, as notes (the index each uses).
 async fn explain(report: &mut Report, pool: &sqlx::PgPool, label: &str, org: Uuid) {
-    let orgs = vec![org, Uuid::nil()];
-    let queries: [(&str, &str); 3] = [
+    use sqlx::Row;
+    // Check's reads run with generic plans (`store::check_snapshot`): show the plan Postgres
+    // caches for the statement the reader sends, not a plan for literal values.
+    let checks: [(&str, usize, &str); 3] = [
         (
-            "Check: the relations of a permission on a batch of objects",
-            "explain (costs off)
-             select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
-               from permissions.relationships
-              where org_id = any($1) and resource_type = 'test_document' and resource_id = any(array['d0000001', 'd0000002'])
-                and relation = any(array['viewer', 'owner', 'editor', 'org'])",
+            "Check: the relations of a permission on one object",
+            1,
+            "'test_document', 'd0000001', 'viewer', 'owner', 'editor', 'org'",
         ),
-        (
-            "Check: the members of a batch of teams",
-            "explain (costs off)
-             select resource_type::text, resource_id::text, relation::text, subject_type::text, subject_id::text, subject_relation::text
-               from permissions.relationships
-              where org_id = any($1) and resource_type = 'team' and resource_id = any(array['t0', 't1']) and relation = 'member'",
-        ),
-        (
-            "LookupResources: the reverse walk from a team's members",
-            "explain (costs off)
-             select resource_id::text from permissions.relationships
-              where org_id = any($1) and subject_type = 'team' and subject_id = any(array['big']) and subject_relation = 'member'
-                and resource_type = 'test_document' and relation = 'editor'",
-        ),
+        ("Check: the members of a batch of teams", 2, "'team', 't0', 't1', 'member'"),
+        ("Check: the members of a batch of six teams", 6, "'team', '{t0,t1,t2,t3,t4,t5}', 'member'"),
     ];
-    for (what, sql) in queries {
-        let plan: Vec<String> = sqlx::query_scalar(sql).bind(&orgs).fetch_all(pool).await.expect("explain");
+    for (what, ids, args) in checks {
+        let relations = if ids == 1 { 4 } else { 1 };
+        // Up to four ids are separate parameters, more are one array (see `relation_rows_sql`).
+        let id_types = if ids <= 4 { vec!["text"; ids].join(", ") } else { "text[]".to_owned() };
+        let types = format!("text, {id_types}, {}", vec!["text"; relations].join(", "));
+        let sql = format!(
+            "begin; select set_config('app.org_id', '{org}', true); set local plan_cache_mode = force_generic_plan;
+             prepare generic_read(uuid, uuid, {types}) as {};
+             explain (costs off) execute generic_read('{org}', '{}', {args});
+             deallocate generic_read; commit",
+            trellis_permissions::store::relation_rows_sql(ids, relations),
+            Uuid::nil()
+        );
+        let rows = sqlx::raw_sql(&sql).fetch_all(pool).await.expect("explain a generic plan");
+        let plan: Vec<String> = rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
         let scans: Vec<&str> = plan.iter().map(|l| l.trim()).filter(|l| l.contains(" on ")).collect();
-        report.note(format!("{label}: {what}: {}", scans.join("; ")));
+        report.note(format!("{label}: {what} (generic plan): {}", scans.join("; ")));
     }
+    let orgs = vec![org, Uuid::nil()];
+    let (what, sql) = (
+        "LookupResources: the reverse walk from a team's members",
+        "explain (costs off)
+         select resource_id::text from permissions.relationships
+          where org_id = any($1) and subject_type = 'team' and subject_id = any(array['big']) and subject_relation = 'member'
+            and resource_type = 'test_document' and relation = 'editor'",
+    );
+    let plan: Vec<String> = sqlx::query_scalar(sql).bind(&orgs).fetch_all(pool).await.expect("explain");
+    let scans: Vec<&str> = plan.iter().map(|l| l.trim()).filter(|l| l.contains(" on ")).collect();
+    report.note(format!("{label}: {what}: {}", scans.join("; ")));
 }
 
 #[tokio::main]

@@ -124,7 +124,7 @@ impl PermissionsApi {
         }
         let org = ctx.org_id()?;
         let schema = self.schema().await?;
-        let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+        let mut tx = store::check_snapshot(&self.db, org).await.map_err(Error::internal)?;
         let admin = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH)
             .check(&ObjectRef::new("organization", org.to_string()), "administer", &me)
             .await
@@ -729,7 +729,7 @@ impl CheckService for PermissionsApi {
             }));
         }
         let snapshot_at = Instant::now();
-        let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+        let mut tx = store::check_snapshot(&self.db, org).await.map_err(Error::internal)?;
         let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
         let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), depth);
         let has = ev.check(&resource, &req.permission, &subject).await.map_err(eval_error)?;
@@ -763,7 +763,7 @@ impl CheckService for PermissionsApi {
             subjects.push(self.checked_subject(&ctx, item.subject.as_ref(), &format!("items[{i}].subject")).await);
         }
         let schema = self.schema().await?;
-        let mut tx = store::snapshot(&self.db, org).await.map_err(Error::internal)?;
+        let mut tx = store::check_snapshot(&self.db, org).await.map_err(Error::internal)?;
         let revision = store::revision(&mut tx, org).await.map_err(Error::internal)?;
         let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH);
         let mut results = Vec::with_capacity(req.items.len());
