@@ -426,12 +426,19 @@ impl Identity {
                 Err(IdentityError::RefreshTokenReused.into())
             }
             RefreshVerdict::Rotate => {
-                store::scope_to_user(&mut tx, presented.user_id).await?;
+                // The lock above scoped the transaction to the user: their memberships are visible.
                 let memberships = store::memberships_of_user(&mut tx, presented.user_id).await?;
                 let (org, org_changed) = tokens::org_after_refresh(presented.active_org_id, &memberships);
-                let (next_id, refresh_token) = self.issue_refresh_token(&mut tx, presented.session_id).await?;
-                store::mark_rotated(&mut tx, presented.id, next_id).await?;
-                store::touch_session(&mut tx, presented.session_id, org.map(|m| m.org_id)).await?;
+                let (refresh_token, next_hash) = tokens::new_opaque_token();
+                let rotation = store::Rotation {
+                    presented_id: presented.id,
+                    next_id: Uuid::now_v7(),
+                    next_hash: &next_hash,
+                    next_expires_at: Utc::now() + self.settings.refresh_token_ttl,
+                    session_id: presented.session_id,
+                    active_org_id: org.map(|m| m.org_id),
+                };
+                store::rotate_refresh_token(&mut tx, &rotation).await?;
                 tx.commit().await?;
                 let access_token =
                     self.sign_access_token(presented.user_id, presented.session_id, org, presented.session_amr).await?;

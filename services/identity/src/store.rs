@@ -344,14 +344,17 @@ pub struct PresentedRefreshToken {
 }
 
 /// The refresh token with this hash, locking it and its session: concurrent refreshes of one
-/// token are serialised, so exactly one rotates it and the other sees a reuse.
+/// token are serialised, so exactly one rotates it and the other sees a reuse. The same statement
+/// scopes the rest of the transaction to the session's user (as [`scope_to_user`] does), so the
+/// user's memberships can be read next without another round trip.
 pub async fn refresh_token_for_update(
     conn: &mut PgConnection,
     token_hash: &[u8],
 ) -> sqlx::Result<Option<PresentedRefreshToken>> {
     sqlx::query_as(
         "select t.id, t.session_id, t.expires_at, t.rotated_at, s.user_id, u.status as user_status, s.active_org_id,
-                s.revoked_at as session_revoked_at, s.expires_at as session_expires_at, s.amr as session_amr
+                s.revoked_at as session_revoked_at, s.expires_at as session_expires_at, s.amr as session_amr,
+                set_config('app.user_id', s.user_id::text, true) as scoped_to
          from identity.refresh_tokens t
          join identity.sessions s on s.id = t.session_id
          join identity.users u on u.id = s.user_id
@@ -363,23 +366,42 @@ pub async fn refresh_token_for_update(
     .await
 }
 
-/// Marks a token exchanged for its successor.
-pub async fn mark_rotated(conn: &mut PgConnection, id: Uuid, replaced_by: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update identity.refresh_tokens set rotated_at = now(), replaced_by = $2 where id = $1")
-        .bind(id)
-        .bind(replaced_by)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// The successor of a rotated refresh token.
+#[derive(Debug)]
+pub struct Rotation<'a> {
+    /// The token presented, now exchanged.
+    pub presented_id: Uuid,
+    /// The successor's id.
+    pub next_id: Uuid,
+    /// The successor's hash.
+    pub next_hash: &'a [u8],
+    /// The successor's expiry.
+    pub next_expires_at: DateTime<Utc>,
+    /// The session of both.
+    pub session_id: Uuid,
+    /// The organization the session now acts in.
+    pub active_org_id: Option<Uuid>,
 }
 
-/// Records activity on a session and the organization it now acts in.
-pub async fn touch_session(conn: &mut PgConnection, id: Uuid, active_org_id: Option<Uuid>) -> sqlx::Result<()> {
-    sqlx::query("update identity.sessions set last_seen_at = now(), active_org_id = $2 where id = $1")
-        .bind(id)
-        .bind(active_org_id)
-        .execute(conn)
-        .await?;
+/// Rotates a refresh token in one statement: stores the successor's hash, marks the presented
+/// token exchanged for it, and records the session's activity and organization.
+pub async fn rotate_refresh_token(conn: &mut PgConnection, r: &Rotation<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "with next as (
+             insert into identity.refresh_tokens (id, session_id, token_hash, expires_at) values ($1, $2, $3, $4)
+         ), rotated as (
+             update identity.refresh_tokens set rotated_at = now(), replaced_by = $1 where id = $5
+         )
+         update identity.sessions set last_seen_at = now(), active_org_id = $6 where id = $2",
+    )
+    .bind(r.next_id)
+    .bind(r.session_id)
+    .bind(r.next_hash)
+    .bind(r.next_expires_at)
+    .bind(r.presented_id)
+    .bind(r.active_org_id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
