@@ -697,6 +697,17 @@ impl TaskService for TaskApi {
         Ok(Response::new(proto::RemoveWatcherResponse { watchers: watchers.iter().map(watcher_to_proto).collect() }))
     }
 
+    async fn list_watchers(
+        &self,
+        request: Request<proto::ListWatchersRequest>,
+    ) -> Result<Response<proto::ListWatchersResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        v.finish()?;
+        let watchers = task::watchers(&self.db, self.access.as_ref(), &ctx, task_id).await?;
+        Ok(Response::new(proto::ListWatchersResponse { watchers: watchers.iter().map(watcher_to_proto).collect() }))
+    }
+
     async fn list_dependencies(
         &self,
         request: Request<proto::ListDependenciesRequest>,

@@ -442,6 +442,16 @@ pub async fn set_watcher(
     Ok(watchers)
 }
 
+/// ListWatchers: the task's watchers, oldest first.
+pub async fn watchers(db: &Db, access: &dyn Access, ctx: &RequestContext, task_id: Uuid) -> Result<Vec<WatcherRow>> {
+    access.task(ctx, task_id, TaskPermission::View).await?;
+    let mut tx = db.tenant_tx(ctx).await?;
+    store::task(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+    let watchers = store::watchers(&mut tx, task_id).await?;
+    tx.commit().await?;
+    Ok(watchers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -354,7 +354,7 @@ async fn creating_with_an_assignee_publishes_created_then_assigned() {
 
 #[tokio::test]
 async fn watchers_are_added_and_removed_idempotently() {
-    use trellis_proto::trellis::tasks::v1::{AddWatcherRequest, RemoveWatcherRequest};
+    use trellis_proto::trellis::tasks::v1::{AddWatcherRequest, ListWatchersRequest, RemoveWatcherRequest};
     let cell = cell().await;
     let mut alice = Caller::new(&cell).await;
     let task = alice.create("watched").await;
@@ -372,8 +372,17 @@ async fn watchers_are_added_and_removed_idempotently() {
         let ids: Vec<String> = left.watchers.iter().map(|w| w.user_id.clone()).collect();
         assert_eq!(ids, [bob.to_string()]);
     }
+    let listed = alice.client.list_watchers(alice.req(ListWatchersRequest { task_id: task.id.clone() })).await;
+    let listed: Vec<(String, i32)> =
+        listed.expect("list").into_inner().watchers.into_iter().map(|w| (w.user_id, w.reason)).collect();
+    assert_eq!(listed, [(bob.to_string(), WatchReason::Manual as i32)]);
+
     let mallory = Caller::new(&cell).await;
     let mut client = mallory.client.clone();
     let hidden = client.add_watcher(mallory.req(add(""))).await.expect_err("other org");
     assert_eq!(hidden.code(), Code::NotFound);
+    let hidden = client.list_watchers(mallory.req(ListWatchersRequest { task_id: task.id.clone() })).await;
+    assert_eq!(hidden.expect_err("other org").code(), Code::NotFound);
+    let bad = client.list_watchers(mallory.req(ListWatchersRequest { task_id: "nope".into() })).await;
+    assert_eq!(bad.expect_err("bad id").code(), Code::InvalidArgument);
 }
