@@ -193,6 +193,17 @@ pub struct NewComment<'a> {
     pub mentions: &'a [Uuid],
 }
 
+/// What [`Collab::update_tag`] changes: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TagChanges<'a> {
+    /// The new name (validated by [`tag_name`]).
+    pub name: Option<&'a str>,
+    /// The new color; `Some(None)` clears it.
+    pub color: Option<Option<&'a str>>,
+    /// The new category; `Some(None)` clears it.
+    pub category: Option<Option<&'a str>>,
+}
+
 /// Where a tag to attach comes from.
 #[derive(Debug, Clone)]
 pub enum TagRef {
@@ -416,6 +427,33 @@ impl Collab {
                 Error::already_exists("TAG_EXISTS", "A tag with this name exists").with_field("name", "is taken")
             })
         })
+    }
+
+    /// Changes a tag's name, color or category (each `Some` is written; `Some(None)` clears a
+    /// color or category). A name taken ignoring case is ALREADY_EXISTS `TAG_EXISTS`; an unknown
+    /// tag is NOT_FOUND.
+    pub async fn update_tag(&self, tx: &mut Tx, tag_id: Uuid, changes: &TagChanges<'_>) -> Result<Tag> {
+        sqlx::query_as(
+            "update tags set name = coalesce($2, name),
+                    color = case when $3 then $4 else color end,
+                    category = case when $5 then $6 else category end
+              where id = $1
+              returning id, name, color, category, created_at",
+        )
+        .bind(tag_id)
+        .bind(changes.name)
+        .bind(changes.color.is_some())
+        .bind(changes.color.flatten())
+        .bind(changes.category.is_some())
+        .bind(changes.category.flatten())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| {
+            on_constraint(e, "tags_org_name", || {
+                Error::already_exists("TAG_EXISTS", "A tag with this name exists").with_field("name", "is taken")
+            })
+        })?
+        .ok_or_else(|| Error::not_found("NOT_FOUND", "The tag does not exist").with_metadata("resource", "tag"))
     }
 
     /// The organization's tags by name.

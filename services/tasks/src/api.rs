@@ -1380,6 +1380,47 @@ impl CollabService for TaskApi {
         Ok(Response::new(proto::CreateTagResponse { tag: Some(tag_to_proto(&tag)) }))
     }
 
+    async fn update_tag(
+        &self,
+        request: Request<proto::UpdateTagRequest>,
+    ) -> Result<Response<proto::UpdateTagResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let tag_id = v.uuid("tag_id", &r.tag_id);
+        let paths = mask_paths(r.update_mask.as_ref());
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to update");
+        }
+        let mut name = None;
+        let mut changes = trellis_kit::collab::TagChanges::default();
+        for path in &paths {
+            match path.as_str() {
+                "name" => name = Some(trellis_kit::collab::tag_name(&mut v, "name", &r.name)),
+                "color" => {
+                    let color = Some(r.color.trim()).filter(|c| !c.is_empty());
+                    v.check(color.is_none_or(crate::board::ops::valid_color), "color", "must be #RRGGBB");
+                    changes.color = Some(color);
+                }
+                "category" => {
+                    let category = Some(r.category.trim()).filter(|c| !c.is_empty());
+                    v.check(
+                        category.is_none_or(|c| c.chars().count() <= 50),
+                        "category",
+                        "must be at most 50 characters",
+                    );
+                    changes.category = Some(category);
+                }
+                "tag_id" => {}
+                other => {
+                    v.add("update_mask", format!("{other} is not an updatable field"));
+                }
+            }
+        }
+        v.finish()?;
+        changes.name = name.as_deref();
+        let tag = collab::update_tag(&self.db, self.access.as_ref(), &ctx, tag_id, &changes).await?;
+        Ok(Response::new(proto::UpdateTagResponse { tag: Some(tag_to_proto(&tag)) }))
+    }
+
     async fn list_tags(
         &self,
         request: Request<proto::ListTagsRequest>,

@@ -244,6 +244,21 @@ pub async fn create_tag(
     Ok(tag)
 }
 
+/// Renames a tag or changes its color or category.
+pub async fn update_tag(
+    db: &Db,
+    access: &dyn Access,
+    ctx: &RequestContext,
+    tag_id: Uuid,
+    changes: &trellis_kit::collab::TagChanges<'_>,
+) -> Result<Tag> {
+    access.create_board(ctx).await?;
+    let mut tx = db.tenant_tx(ctx).await?;
+    let tag = COLLAB.update_tag(&mut tx, tag_id, changes).await?;
+    tx.commit().await?;
+    Ok(tag)
+}
+
 /// The organization's tags.
 pub async fn tags(db: &Db, ctx: &RequestContext) -> Result<Vec<Tag>> {
     let mut tx = db.tenant_tx(ctx).await?;

@@ -11,7 +11,7 @@ use trellis_proto::trellis::tasks::v1::{
     CommentChanged, CompleteTaskRequest, CreateCommentRequest, CreateLinkRequest, CreateTagRequest,
     DeleteCommentRequest, DeleteLinkRequest, DeleteTagRequest, GetTaskRequest, ListCommentsRequest, ListLinksRequest,
     ListTaskActivityRequest, ListTasksRequest, TagTaskRequest, UntagTaskRequest, UpdateCommentRequest,
-    UpdateTaskRequest,
+    UpdateTagRequest, UpdateTaskRequest,
 };
 use uuid::Uuid;
 
@@ -203,6 +203,35 @@ async fn tags_attach_by_name_filter_lists_and_are_limited_per_task() {
         .await
         .expect_err("color");
     assert_eq!(violated_fields(&status), ["color"]);
+
+    // UpdateTag: rename and recolor under the mask; the task keeps the tag; a taken name is refused.
+    let update = |name: &str, color: &str, paths: &[&str]| UpdateTagRequest {
+        tag_id: tags[0].id.clone(),
+        name: name.into(),
+        color: color.into(),
+        category: String::new(),
+        update_mask: Some(FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
+    };
+    let renamed = api.update_tag(alice.req(update("Critical", "#FF0000", &["name", "color"]))).await;
+    let renamed = renamed.expect("rename").into_inner().tag.expect("tag");
+    assert_eq!(
+        (renamed.id.as_str(), renamed.name.as_str(), renamed.color.as_str()),
+        (tags[0].id.as_str(), "Critical", "#FF0000")
+    );
+    let got = alice.client.list_tasks(alice.req(listed(vec![], "tags:critical"))).await.expect("filter").into_inner();
+    assert_eq!(got.tasks.iter().map(|t| t.title.as_str()).collect::<Vec<_>>(), ["A"], "A keeps the renamed tag");
+    let cleared = api.update_tag(alice.req(update("ignored", "", &["color"]))).await.expect("clear color");
+    let cleared = cleared.into_inner().tag.expect("tag");
+    assert_eq!((cleared.name.as_str(), cleared.color.as_str()), ("Critical", ""), "only the masked field changes");
+    let status = api.update_tag(alice.req(update("BACKEND", "", &["name"]))).await.expect_err("taken");
+    assert_eq!((status.code(), reason(&status)), (Code::AlreadyExists, "TAG_EXISTS".to_string()));
+    let status = api.update_tag(alice.req(update("", "", &["name", "title"]))).await.expect_err("invalid");
+    assert_eq!(violated_fields(&status), ["name", "update_mask"]);
+    let mut unknown = update("x", "", &["name"]);
+    unknown.tag_id = Uuid::now_v7().to_string();
+    assert_eq!(api.update_tag(alice.req(unknown)).await.expect_err("unknown").code(), Code::NotFound);
+    let status = api.update_tag(alice.req(update("Urgent", "", &["name"]))).await.expect("back to Urgent");
+    assert_eq!(status.into_inner().tag.expect("tag").name, "Urgent");
 
     for i in 1..20 {
         api.tag_task(alice.req(tag(&a.id, &format!("t{i}")))).await.expect("up to 20");
