@@ -1023,6 +1023,40 @@ impl ChecklistService for TaskApi {
         Ok(Response::new(proto::CreateChecklistResponse { checklist: Some(checklist_to_proto(&view)) }))
     }
 
+    async fn update_checklist(
+        &self,
+        request: Request<proto::UpdateChecklistRequest>,
+    ) -> Result<Response<proto::UpdateChecklistResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let checklist_id = v.uuid("checklist_id", &r.checklist_id);
+        let paths = mask_paths(r.update_mask.as_ref());
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to update");
+        }
+        let (mut title, mut placement) = (None, None::<crate::checklist::Placement>);
+        for path in &paths {
+            match path.as_str() {
+                "title" => title = Some(task::clean_text(&mut v, "title", &r.title, 1, 200)),
+                "after_checklist_id" => {
+                    placement.get_or_insert_default().after =
+                        v.optional_uuid("after_checklist_id", &r.after_checklist_id)
+                }
+                "before_checklist_id" => {
+                    placement.get_or_insert_default().before =
+                        v.optional_uuid("before_checklist_id", &r.before_checklist_id)
+                }
+                "checklist_id" => {}
+                other => {
+                    v.add("update_mask", format!("{other} is not an updatable field"));
+                }
+            }
+        }
+        v.finish()?;
+        let view =
+            crate::checklist::update(&self.db, self.access.as_ref(), &ctx, checklist_id, title, placement).await?;
+        Ok(Response::new(proto::UpdateChecklistResponse { checklist: Some(checklist_to_proto(&view)) }))
+    }
+
     async fn delete_checklist(
         &self,
         request: Request<proto::DeleteChecklistRequest>,

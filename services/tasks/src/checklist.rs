@@ -167,6 +167,77 @@ pub async fn delete_item(
     .map(|_| ())
 }
 
+/// Where UpdateChecklist moves a checklist among its task's checklists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Placement {
+    /// Right after this checklist.
+    pub after: Option<Uuid>,
+    /// Right before this checklist.
+    pub before: Option<Uuid>,
+}
+
+/// UpdateChecklist: a new title, and/or a new place among the task's checklists. When no key
+/// fits between the neighbours the task's checklists are re-keyed (at most 20 rows).
+pub async fn update(
+    db: &Db,
+    access: &dyn Access,
+    ctx: &RequestContext,
+    checklist_id: Uuid,
+    title: Option<String>,
+    placement: Option<Placement>,
+) -> Result<ChecklistView> {
+    let mut tx = db.tenant_tx(ctx).await?;
+    let mut checklist = store::checklist_locked(&mut tx, checklist_id).await?.ok_or_else(not_found)?;
+    access.task(ctx, checklist.task_id, TaskPermission::Edit).await?;
+    editable_task(&mut tx, checklist.task_id).await?;
+    if let Some(title) = title {
+        checklist.title = title;
+    }
+    if let Some(placement) = placement {
+        let others: Vec<(Uuid, String)> = store::checklist_order(&mut tx, checklist.task_id)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| *id != checklist_id)
+            .collect();
+        let index_of = |field: &str, id: Uuid| {
+            others
+                .iter()
+                .position(|(c, _)| *c == id)
+                .ok_or_else(|| Error::validation(field.to_string(), "is not another checklist of the task"))
+        };
+        let slot = match (placement.after, placement.before) {
+            (Some(after), Some(before)) => {
+                let (a, b) = (index_of("after_checklist_id", after)?, index_of("before_checklist_id", before)?);
+                if a + 1 != b {
+                    return Err(Error::validation("before_checklist_id", "must directly follow after_checklist_id"));
+                }
+                b
+            }
+            (Some(after), None) => index_of("after_checklist_id", after)? + 1,
+            (None, Some(before)) => index_of("before_checklist_id", before)?,
+            (None, None) => others.len(),
+        };
+        let lo = slot.checked_sub(1).map(|i| others[i].1.as_str());
+        let hi = others.get(slot).map(|(_, key)| key.as_str());
+        checklist.position = match position::between(lo, hi) {
+            Some(key) => key,
+            None => {
+                // Re-key every checklist of the task, this one in its new slot.
+                let keys = position::sequence(others.len() + 1);
+                for (i, (id, _)) in others.iter().enumerate() {
+                    let key = &keys[if i < slot { i } else { i + 1 }];
+                    store::set_checklist_position(&mut tx, *id, key).await?;
+                }
+                keys[slot].clone()
+            }
+        };
+    }
+    store::write_checklist(&mut tx, checklist_id, &checklist.title, &checklist.position).await?;
+    let items = store::checklist_items(&mut tx, checklist_id).await?;
+    tx.commit().await?;
+    Ok(ChecklistView { checklist, items })
+}
+
 /// DeleteChecklist with its items.
 pub async fn delete(db: &Db, access: &dyn Access, ctx: &RequestContext, checklist_id: Uuid) -> Result<()> {
     let mut tx = db.tenant_tx(ctx).await?;

@@ -1523,6 +1523,35 @@ pub async fn checklist_locked(tx: &mut Tx, checklist_id: Uuid) -> Result<Option<
     .await?)
 }
 
+/// A task's checklists in order, as `(id, position)`.
+pub async fn checklist_order(tx: &mut Tx, task_id: Uuid) -> Result<Vec<(Uuid, String)>> {
+    Ok(sqlx::query_as("select id, position from tasks.checklists where task_id = $1 order by position, id")
+        .bind(task_id)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// Moves a checklist to another ordering key.
+pub async fn set_checklist_position(tx: &mut Tx, checklist_id: Uuid, position: &str) -> Result<()> {
+    sqlx::query("update tasks.checklists set position = $2 where id = $1")
+        .bind(checklist_id)
+        .bind(position)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Writes a checklist's title and position.
+pub async fn write_checklist(tx: &mut Tx, checklist_id: Uuid, title: &str, position: &str) -> Result<()> {
+    sqlx::query("update tasks.checklists set title = $2, position = $3 where id = $1")
+        .bind(checklist_id)
+        .bind(title)
+        .bind(position)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// The items of a checklist in order.
 pub async fn checklist_items(tx: &mut Tx, checklist_id: Uuid) -> Result<Vec<ChecklistItemRow>> {
     Ok(sqlx::query_as(
