@@ -634,24 +634,53 @@ impl TaskService for TaskApi {
         let (ctx, r, mut v) = parts(request)?;
         let task_id = v.uuid("task_id", &r.task_id);
         let depends_on_id = v.uuid("depends_on_id", &r.depends_on_id);
-        let kind = match proto::DependencyType::try_from(r.r#type) {
-            Ok(proto::DependencyType::Unspecified | proto::DependencyType::FinishToStart) => {
-                DependencyType::FinishToStart
-            }
-            Ok(proto::DependencyType::StartToStart) => DependencyType::StartToStart,
-            Ok(proto::DependencyType::FinishToFinish) => DependencyType::FinishToFinish,
-            Ok(proto::DependencyType::StartToFinish) => DependencyType::StartToFinish,
-            Err(_) => {
-                v.add("type", "unknown dependency type");
-                DependencyType::FinishToStart
-            }
-        };
-        v.check((-365..=365).contains(&r.lag_days), "lag_days", "must be between -365 and 365");
+        let kind = dependency_type(&mut v, r.r#type).unwrap_or(DependencyType::FinishToStart);
+        check_lag(&mut v, r.lag_days);
         v.finish()?;
         let (dep, task) =
             dependency::ops::add(&self.db, self.access.as_ref(), &ctx, task_id, depends_on_id, kind, r.lag_days)
                 .await?;
         Ok(Response::new(proto::AddDependencyResponse {
+            dependency: Some(dependency_to_proto(&dep)),
+            task: Some(task_to_proto(&task)),
+        }))
+    }
+
+    async fn update_dependency(
+        &self,
+        request: Request<proto::UpdateDependencyRequest>,
+    ) -> Result<Response<proto::UpdateDependencyResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let task_id = v.uuid("task_id", &r.task_id);
+        let dependency_id = v.uuid("dependency_id", &r.dependency_id);
+        let paths = mask_paths(r.update_mask.as_ref());
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to update");
+        }
+        let (mut kind, mut lag_days) = (None, None);
+        for path in &paths {
+            match path.as_str() {
+                "type" => {
+                    kind = dependency_type(&mut v, r.r#type);
+                    if kind.is_none() && r.r#type == 0 {
+                        v.add("type", "is required");
+                    }
+                }
+                "lag_days" => {
+                    check_lag(&mut v, r.lag_days);
+                    lag_days = Some(r.lag_days);
+                }
+                "task_id" | "dependency_id" => {}
+                other => {
+                    v.add("update_mask", format!("{other} is not an updatable field"));
+                }
+            }
+        }
+        v.finish()?;
+        let (dep, task) =
+            dependency::ops::update(&self.db, self.access.as_ref(), &ctx, task_id, dependency_id, kind, lag_days)
+                .await?;
+        Ok(Response::new(proto::UpdateDependencyResponse {
             dependency: Some(dependency_to_proto(&dep)),
             task: Some(task_to_proto(&task)),
         }))
@@ -721,6 +750,26 @@ impl TaskService for TaskApi {
             dependents: dependents.iter().map(dependency_to_proto).collect(),
         }))
     }
+}
+
+/// A dependency type from the wire: `None` for unspecified (the caller picks the default) and
+/// for an unknown value (a violation of `type`).
+fn dependency_type(v: &mut Violations, raw: i32) -> Option<DependencyType> {
+    match proto::DependencyType::try_from(raw) {
+        Ok(proto::DependencyType::Unspecified) => None,
+        Ok(proto::DependencyType::FinishToStart) => Some(DependencyType::FinishToStart),
+        Ok(proto::DependencyType::StartToStart) => Some(DependencyType::StartToStart),
+        Ok(proto::DependencyType::FinishToFinish) => Some(DependencyType::FinishToFinish),
+        Ok(proto::DependencyType::StartToFinish) => Some(DependencyType::StartToFinish),
+        Err(_) => {
+            v.add("type", "unknown dependency type");
+            None
+        }
+    }
+}
+
+fn check_lag(v: &mut Violations, lag_days: i32) {
+    v.check((-365..=365).contains(&lag_days), "lag_days", "must be between -365 and 365");
 }
 
 fn board_id_of(v: &mut Violations, raw: &str) -> uuid::Uuid {

@@ -234,6 +234,39 @@ pub mod ops {
         Ok(task)
     }
 
+    /// UpdateDependency: a new type and/or lag; a change of type may block or unblock the task.
+    pub async fn update(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        task_id: Uuid,
+        dependency_id: Uuid,
+        kind: Option<DependencyType>,
+        lag_days: Option<i32>,
+    ) -> Result<(DependencyRow, TaskRow)> {
+        access.task(ctx, task_id, TaskPermission::Edit).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let task = store::task_for_update(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+        if task.archived {
+            return Err(TaskError::BoardArchived.into());
+        }
+        let before = blocking(&mut tx, &[task_id]).await?;
+        if !store::update_dependency(&mut tx, task_id, dependency_id, kind.map(DependencyType::as_str), lag_days)
+            .await?
+        {
+            return Err(TaskError::DependencyNotFound.into());
+        }
+        emit_transitions(&mut tx, ctx, &before).await?;
+        let dependency = store::dependencies_of(&mut tx, task_id, true)
+            .await?
+            .into_iter()
+            .find(|d| d.id == dependency_id)
+            .ok_or(TaskError::DependencyNotFound)?;
+        let task = store::task(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
+        tx.commit().await?;
+        Ok((dependency, task))
+    }
+
     /// ListDependencies: (blockers, dependents).
     pub async fn list(
         db: &Db,

@@ -1352,6 +1352,27 @@ pub async fn delete_dependency(tx: &mut Tx, task_id: Uuid, dependency_id: Uuid) 
     Ok(done.rows_affected() == 1)
 }
 
+/// Changes a dependency's type and/or lag; false when the task has no such dependency.
+pub async fn update_dependency(
+    tx: &mut Tx,
+    task_id: Uuid,
+    dependency_id: Uuid,
+    kind: Option<&str>,
+    lag_days: Option<i32>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "update tasks.dependencies set type = coalesce($3, type), lag_days = coalesce($4, lag_days) \
+         where id = $1 and task_id = $2",
+    )
+    .bind(dependency_id)
+    .bind(task_id)
+    .bind(kind)
+    .bind(lag_days)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// A task's blockers (`blockers = true`) or dependents, with live other tasks only.
 pub async fn dependencies_of(tx: &mut Tx, task_id: Uuid, blockers: bool) -> Result<Vec<DependencyRow>> {
     let (mine, other) = if blockers { ("task_id", "depends_on_id") } else { ("depends_on_id", "task_id") };

@@ -6,7 +6,7 @@ use tonic::Code;
 use trellis_proto::trellis::tasks::v1::{
     AddDependencyRequest, BoardSettings, CompleteTaskRequest, DeleteTaskRequest, DependencyType, GetTaskRequest,
     ListDependenciesRequest, MoveTaskRequest, RemoveDependencyRequest, RestoreTaskRequest, Task, TaskBlocked,
-    TaskStatus, TaskUnblocked, UpdateBoardRequest, UpdateTaskRequest,
+    TaskStatus, TaskUnblocked, UpdateBoardRequest, UpdateDependencyRequest, UpdateTaskRequest,
 };
 
 use crate::common::{Caller, cell, metadata, outbox, reason, violated_fields};
@@ -177,4 +177,48 @@ async fn trashing_a_blocker_unblocks_and_restoring_it_blocks_again() {
     assert!(b_now.into_inner().task.expect("task").is_blocked);
     let types: Vec<String> = outbox(&cell).await.into_iter().map(|e| e.r#type).collect();
     assert!(types.contains(&"tasks.task.deleted".to_string()) && types.contains(&"tasks.task.restored".to_string()));
+}
+
+#[tokio::test]
+async fn changing_a_dependency_type_unblocks_or_blocks_and_lag_is_kept_in_range() {
+    let cell = cell().await;
+    let mut alice = Caller::new(&cell).await;
+    let a = alice.create("A").await;
+    let b = alice.create("B").await;
+    let added = alice.client.add_dependency(alice.req(depends(&b, &a))).await.expect("add").into_inner();
+    let dep = added.dependency.expect("dependency");
+    let update = |paths: &[&str], kind: DependencyType, lag_days: i32| UpdateDependencyRequest {
+        task_id: b.id.clone(),
+        dependency_id: dep.id.clone(),
+        r#type: kind as i32,
+        lag_days,
+        update_mask: Some(FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
+    };
+
+    // Finish-to-finish does not hold back the start: B is unblocked, once.
+    let changed = alice.client.update_dependency(alice.req(update(&["type"], DependencyType::FinishToFinish, 0))).await;
+    let changed = changed.expect("to FF").into_inner();
+    assert!(!changed.task.expect("task").is_blocked);
+    let ff = changed.dependency.expect("dependency");
+    assert_eq!((ff.r#type(), ff.lag_days), (DependencyType::FinishToFinish, 2), "the lag is kept");
+    let unblocked = unblocked_events(&cell).await;
+    assert_eq!(unblocked.iter().map(|e| e.task_id.as_str()).collect::<Vec<_>>(), [b.id.as_str()]);
+
+    // Lag alone; then back to finish-to-start blocks again.
+    let lag = alice.client.update_dependency(alice.req(update(&["lag_days"], DependencyType::Unspecified, -3))).await;
+    assert_eq!(lag.expect("lag").into_inner().dependency.expect("dependency").lag_days, -3);
+    let back = alice.client.update_dependency(alice.req(update(&["type"], DependencyType::FinishToStart, 0))).await;
+    assert!(back.expect("to FS").into_inner().task.expect("task").is_blocked);
+    assert_eq!(blocked_events(&cell).await.len(), 2, "blocked on add and again on the change back");
+
+    let bad = alice
+        .client
+        .update_dependency(alice.req(update(&["type", "lag_days", "depends_on_id"], DependencyType::Unspecified, 400)))
+        .await
+        .expect_err("invalid");
+    assert_eq!(violated_fields(&bad), ["type", "lag_days", "update_mask"]);
+    let mut unknown = update(&["lag_days"], DependencyType::Unspecified, 1);
+    unknown.dependency_id = uuid::Uuid::now_v7().to_string();
+    let status = alice.client.update_dependency(alice.req(unknown)).await.expect_err("unknown");
+    assert_eq!(status.code(), Code::NotFound);
 }
