@@ -905,6 +905,35 @@ impl BoardService for TaskApi {
         }))
     }
 
+    async fn list_trashed_boards(
+        &self,
+        request: Request<proto::ListTrashedBoardsRequest>,
+    ) -> Result<Response<proto::ListTrashedBoardsResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let size = page_size(r.page_size).unwrap_or_else(|_| {
+            v.add("page_size", "must be 0-100");
+            0
+        });
+        v.finish()?;
+        let (views, next_page_token) =
+            boards::list_trashed(&self.db, self.access.as_ref(), &ctx, &self.tokens, size, &r.page_token).await?;
+        Ok(Response::new(proto::ListTrashedBoardsResponse {
+            boards: views.iter().map(board_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn purge_board(
+        &self,
+        request: Request<proto::PurgeBoardRequest>,
+    ) -> Result<Response<proto::PurgeBoardResponse>, GrpcStatus> {
+        let (ctx, r, mut v) = parts(request)?;
+        let board_id = board_id_of(&mut v, &r.board_id);
+        v.finish()?;
+        let purged = boards::purge(&self.db, self.access.as_ref(), &ctx, board_id).await?;
+        Ok(Response::new(proto::PurgeBoardResponse { purged_task_count: i32::try_from(purged).unwrap_or(i32::MAX) }))
+    }
+
     async fn get_board(
         &self,
         request: Request<proto::GetBoardRequest>,

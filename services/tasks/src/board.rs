@@ -486,6 +486,81 @@ pub mod ops {
         Ok(view)
     }
 
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct TrashCursor {
+        deleted_at: chrono::DateTime<chrono::Utc>,
+        id: Uuid,
+    }
+
+    /// ListTrashedBoards: trashed boards the caller may see, most recently deleted first.
+    pub async fn list_trashed(
+        db: &Db,
+        access: &dyn Access,
+        ctx: &RequestContext,
+        tokens: &PageTokens,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<BoardView>, String)> {
+        let visible = access.visible(ctx).await?;
+        let hash = PageTokens::query_hash(&["tasks.ListTrashedBoards"]);
+        let cursor: Option<TrashCursor> = tokens.decode(&hash, page_token)?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let mut rows = store::trashed_boards_page(
+            &mut tx,
+            &visible,
+            cursor.map(|c| (c.deleted_at, c.id)),
+            i64::from(page_size) + 1,
+        )
+        .await?;
+        let next = if rows.len() > page_size as usize {
+            rows.truncate(page_size as usize);
+            rows.last()
+                .and_then(|b| {
+                    b.deleted_at.map(|deleted_at| tokens.encode(&hash, &TrashCursor { deleted_at, id: b.id }))
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut views = Vec::with_capacity(rows.len());
+        for board in rows {
+            views.push(view(&mut tx, board).await?);
+        }
+        tx.commit().await?;
+        Ok((views, next))
+    }
+
+    /// PurgeBoard: deletes a trashed board for good with every task it holds (each top-level
+    /// task publishes `tasks.task.purged` with its descendant count, as PurgeTask does), its
+    /// columns, recurrence rules and automations; then publishes `tasks.board.purged`. Returns
+    /// how many tasks were deleted.
+    pub async fn purge(db: &Db, access: &dyn Access, ctx: &RequestContext, board_id: Uuid) -> Result<u64> {
+        access.administer(ctx).await?;
+        let mut tx = db.tenant_tx(ctx).await?;
+        let board = store::board_locked(&mut tx, board_id, true).await?.ok_or(TaskError::BoardNotFound)?;
+        let tasks = store::all_board_tasks(&mut tx, board_id).await?;
+        let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+        // Descendant counts from the parent links (parents come before their subtasks).
+        let mut descendants: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+        for t in tasks.iter().rev() {
+            let below = descendants.get(&t.id).copied().unwrap_or(0);
+            if let Some(parent) = t.parent_id {
+                *descendants.entry(parent).or_default() += below + 1;
+            }
+        }
+        crate::collab::COLLAB.purge(&mut tx, ctx, crate::collab::TASK, &ids).await?;
+        let purged = store::purge_tasks(&mut tx, &ids).await?;
+        for t in tasks.iter().filter(|t| t.parent_id.is_none_or(|p| !ids.contains(&p))) {
+            let below = descendants.get(&t.id).copied().unwrap_or(0);
+            events::task_purged(&mut tx, ctx, t, &[], below).await?;
+        }
+        store::purge_board(&mut tx, board_id).await?;
+        events::board_changed(&mut tx, ctx, events::BOARD_PURGED, &board, &[]).await?;
+        tx.commit().await?;
+        tracing::info!(board_id = %board_id, purged, "board purged");
+        Ok(purged)
+    }
+
     /// A board member to add or remove (validated).
     #[derive(Debug, Clone)]
     pub struct MemberSpec {

@@ -176,6 +176,8 @@ pub const BOARD_UPDATED: &str = "tasks.board.updated";
 pub const BOARD_DELETED: &str = "tasks.board.deleted";
 /// Board restored from the trash.
 pub const BOARD_RESTORED: &str = "tasks.board.restored";
+/// Board deleted for good from the trash (its tasks each publish `tasks.task.purged`).
+pub const BOARD_PURGED: &str = "tasks.board.purged";
 
 /// The fields every task event carries.
 struct Common {

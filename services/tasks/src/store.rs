@@ -862,6 +862,51 @@ pub async fn boards_page(
     Ok(q.build_query_as().fetch_all(&mut **tx).await?)
 }
 
+/// Trashed boards the caller may see, most recently deleted first, after (deleted_at, id) of
+/// the previous page.
+pub async fn trashed_boards_page(
+    tx: &mut Tx,
+    visible: &Visible,
+    cursor: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<BoardRow>> {
+    let mut q = QueryBuilder::<Postgres>::new(BOARD_SELECT);
+    q.push(" where deleted_at is not null");
+    push_visible_boards(&mut q, visible, "id");
+    if let Some((deleted_at, id)) = cursor {
+        q.push(" and (deleted_at, id) < (").push_bind(deleted_at).push(", ").push_bind(id).push(")");
+    }
+    q.push(" order by deleted_at desc, id desc limit ").push_bind(limit);
+    Ok(q.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// Every task of a board, live or trashed, parents before their subtasks.
+pub async fn all_board_tasks(tx: &mut Tx, board_id: Uuid) -> Result<Vec<TaskRow>> {
+    Ok(sqlx::query_as(&format!("{TASK_SELECT} where t.board_id = $1 order by t.depth, t.id"))
+        .bind(board_id)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+/// Deletes a trashed board for good with its columns, recurrence rules (and their scheduled
+/// work) and automations (and their runs); its tasks must be purged first.
+pub async fn purge_board(tx: &mut Tx, board_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "delete from tasks.scheduled_work where kind = 'recurrence' \
+         and ref_id in (select id from tasks.recurrence_rules where board_id = $1)",
+    )
+    .bind(board_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("delete from tasks.recurrence_rules where board_id = $1").bind(board_id).execute(&mut **tx).await?;
+    sqlx::query("delete from tasks.automations where board_id = $1").bind(board_id).execute(&mut **tx).await?;
+    sqlx::query("delete from tasks.boards where id = $1 and deleted_at is not null")
+        .bind(board_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// How many live boards are (or are not) archived.
 pub async fn count_boards(tx: &mut Tx, visible: &Visible, archived: bool) -> Result<i64> {
     let mut q = QueryBuilder::<Postgres>::new("select count(*) from tasks.boards where deleted_at is null");

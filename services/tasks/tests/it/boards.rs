@@ -3,12 +3,13 @@
 use prost_types::FieldMask;
 use tonic::Code;
 use trellis_proto::trellis::tasks::v1::{
-    ArchiveBoardRequest, BoardColumn, BoardSettings, ConfigureColumnsRequest, CreateBoardRequest, CreateTaskRequest,
-    DeleteBoardRequest, GetBoardRequest, GetTaskRequest, ListBoardsRequest, RemovedColumn, RestoreBoardRequest,
-    TaskStatus, UnarchiveBoardRequest, UpdateBoardRequest, UpdateTaskRequest,
+    ArchiveBoardRequest, BoardColumn, BoardSettings, ConfigureColumnsRequest, CreateBoardRequest, CreateSubtaskRequest,
+    CreateTaskRequest, DeleteBoardRequest, GetBoardRequest, GetTaskRequest, ListBoardsRequest,
+    ListTrashedBoardsRequest, PurgeBoardRequest, RemovedColumn, RestoreBoardRequest, TaskPurged, TaskStatus,
+    UnarchiveBoardRequest, UpdateBoardRequest, UpdateTaskRequest,
 };
 
-use crate::common::{Caller, cell, event_types, reason, violated_fields};
+use crate::common::{Caller, authed, cell, event_types, outbox, reason, violated_fields};
 
 fn kept(c: &BoardColumn) -> BoardColumn {
     BoardColumn { id: c.id.clone(), name: c.name.clone(), status: c.status, ..Default::default() }
@@ -229,4 +230,82 @@ async fn board_updates_check_the_version_and_rekey_tasks() {
     };
     let refused = alice.boards.update_board(alice.req(unknown)).await.expect_err("not updatable");
     assert_eq!(violated_fields(&refused), ["update_mask"]);
+}
+
+#[tokio::test]
+async fn trashed_boards_are_listed_and_purged_with_their_tasks_by_an_administrator() {
+    let cell = cell().await;
+    let mut alice = Caller::new(&cell).await;
+    let first = alice.board("First", "FST").await;
+    let second = alice.board("Second", "SND").await;
+    let parent = alice.task_in(&first, 1, "parent").await;
+    let child = alice
+        .client
+        .create_subtask(alice.req(CreateSubtaskRequest {
+            task_id: parent.id.clone(),
+            title: "child".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("subtask")
+        .into_inner()
+        .task
+        .expect("task");
+    let live = alice.board("Live", "LIV").await;
+
+    // Nothing in the trash, then both boards, most recently deleted first, paged.
+    let listed = alice.boards.list_trashed_boards(alice.req(ListTrashedBoardsRequest::default())).await;
+    assert!(listed.expect("empty").into_inner().boards.is_empty());
+    for board in [&first, &second] {
+        let request = alice.req(DeleteBoardRequest { board_id: board.id.clone() });
+        alice.boards.delete_board(request).await.expect("trash");
+    }
+    let page =
+        alice.boards.list_trashed_boards(alice.req(ListTrashedBoardsRequest { page_size: 1, ..Default::default() }));
+    let page = page.await.expect("page").into_inner();
+    assert_eq!(page.boards.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(), ["SND"]);
+    let rest = alice.boards.list_trashed_boards(
+        alice.req(ListTrashedBoardsRequest { page_size: 1, page_token: page.next_page_token.clone() }),
+    );
+    let rest = rest.await.expect("rest").into_inner();
+    assert_eq!((rest.boards[0].key.as_str(), rest.next_page_token.as_str()), ("FST", ""));
+
+    // Purging needs organization#administer and a trashed board.
+    let member = authed(
+        PurgeBoardRequest { board_id: first.id.clone() },
+        &cell.keys.user_token(&cell.config, alice.user, alice.org, &["member"]),
+    );
+    assert_eq!(alice.boards.purge_board(member).await.expect_err("member").code(), Code::PermissionDenied);
+    let status = alice.boards.purge_board(alice.req(PurgeBoardRequest { board_id: live.id.clone() })).await;
+    assert_eq!(status.expect_err("live board").code(), Code::NotFound);
+
+    let purged = alice.boards.purge_board(alice.req(PurgeBoardRequest { board_id: first.id.clone() })).await;
+    assert_eq!(purged.expect("purge").into_inner().purged_task_count, 2, "the task and its subtask");
+    let restore = alice.boards.restore_board(alice.req(RestoreBoardRequest { board_id: first.id.clone() })).await;
+    assert_eq!(restore.expect_err("gone for good").code(), Code::NotFound);
+    let trashed = alice.boards.list_trashed_boards(alice.req(ListTrashedBoardsRequest::default())).await;
+    let trashed = trashed.expect("list").into_inner();
+    assert_eq!(trashed.boards.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(), ["SND"]);
+    for id in [&parent.id, &child.id] {
+        let gone = alice.client.get_task(alice.req(GetTaskRequest { task_id: id.clone() })).await;
+        assert_eq!(gone.expect_err("purged").code(), Code::NotFound);
+    }
+    let purged_events: Vec<TaskPurged> = outbox(&cell)
+        .await
+        .into_iter()
+        .filter(|e| e.r#type == "tasks.task.purged")
+        .map(|e| e.payload.as_ref().and_then(|p| p.to_msg().ok()).expect("TaskPurged"))
+        .collect();
+    let summary: Vec<(&str, i32)> = purged_events.iter().map(|e| (e.task_id.as_str(), e.descendant_count)).collect();
+    assert_eq!(summary, [(parent.id.as_str(), 1)], "one event for the top-level task, counting its subtask");
+    assert!(event_types(&cell).await.contains(&"tasks.board.purged".to_string()));
+    // The key is free for a new board.
+    alice.board("Again", "FST").await;
+
+    // Another organization cannot see or purge the other trashed board.
+    let stranger = Caller::new(&cell).await;
+    let theirs = alice.boards.list_trashed_boards(stranger.req(ListTrashedBoardsRequest::default())).await;
+    assert!(theirs.expect("list").into_inner().boards.is_empty());
+    let status = alice.boards.purge_board(stranger.req(PurgeBoardRequest { board_id: second.id.clone() })).await;
+    assert_eq!(status.expect_err("other org").code(), Code::NotFound);
 }
