@@ -414,6 +414,9 @@ end
 return out
 ";
 
+/// [`SCRIPT`], called by its SHA-1 digest.
+static LIMIT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(SCRIPT));
+
 /// The in-memory GCRA used while Redis is unavailable (same arithmetic as [`SCRIPT`]).
 #[derive(Debug, Default)]
 struct Memory {
@@ -588,17 +591,17 @@ impl RateLimiter {
 
     async fn check_redis(&self, checks: &[Check]) -> Option<Vec<Outcome>> {
         let mut connection = self.connection.read().ok()?.clone()?;
-        // EVAL (not EVALSHA): one round trip whether or not the server has the script cached.
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(SCRIPT).arg(checks.len());
+        // EVALSHA with the script's digest: one round trip without resending the script; only
+        // after a Redis restart (NOSCRIPT) is the script loaded again, once.
+        let mut invocation = LIMIT_SCRIPT.prepare_invoke();
         for check in checks {
-            eval.arg(check.redis_key());
+            invocation.key(check.redis_key());
         }
         for check in checks {
-            eval.arg(format!("{:.3}", check.limit.interval_ms())).arg(format!("{:.3}", check.limit.period_ms()));
+            invocation.arg(format!("{:.3}", check.limit.interval_ms())).arg(format!("{:.3}", check.limit.period_ms()));
         }
         let result: redis::RedisResult<Vec<i64>> =
-            match tokio::time::timeout(REDIS_BUDGET, eval.query_async(&mut connection)).await {
+            match tokio::time::timeout(REDIS_BUDGET, invocation.invoke_async(&mut connection)).await {
                 Ok(result) => result,
                 Err(_) => Err(redis::RedisError::from((redis::ErrorKind::IoError, "timeout"))),
             };
