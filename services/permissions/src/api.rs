@@ -138,6 +138,31 @@ impl PermissionsApi {
         Ok(named)
     }
 
+    /// Re-evaluates a cached Check off the request path and stores the fresh answer (see
+    /// [`CheckCache::claim_refresh`]).
+    fn refresh_in_background(
+        &self,
+        org: Uuid,
+        schema: Arc<Schema>,
+        resource: ObjectRef,
+        permission: String,
+        subject: SubjectRef,
+    ) {
+        let (db, cache) = (self.db.clone(), self.cache.clone());
+        tokio::spawn(async move {
+            let snapshot_at = Instant::now();
+            let Ok(mut tx) = store::check_snapshot(&db, org).await else { return };
+            let Ok(revision) = store::revision(&mut tx, org).await else { return };
+            let mut ev = Evaluator::new(&schema, PgReader::new(&mut tx, org), DEFAULT_MAX_DEPTH);
+            let Ok(has) = ev.check(&resource, &permission, &subject).await else { return };
+            let reads = ev.read_keys();
+            drop(ev);
+            if tx.commit().await.is_ok() {
+                cache.put(org, &resource, &permission, &subject, (has, revision), snapshot_at, reads);
+            }
+        });
+    }
+
     pub(crate) async fn schema(&self) -> Result<Arc<Schema>, Error> {
         {
             let loaded = self.schema.read().await;
@@ -722,6 +747,17 @@ impl CheckService for PermissionsApi {
         let cacheable = depth == DEFAULT_MAX_DEPTH;
         if cacheable && let Some((has, revision)) = self.cache.get(org, &resource, &req.permission, &subject, freshness)
         {
+            if freshness == Freshness::MinimizeLatency
+                && self.cache.claim_refresh(org, &resource, &req.permission, &subject)
+            {
+                self.refresh_in_background(
+                    org,
+                    schema.clone(),
+                    resource.clone(),
+                    req.permission.clone(),
+                    subject.clone(),
+                );
+            }
             return Ok(Response::new(proto::CheckResponse {
                 permissionship: permissionship(has),
                 checked_at: token(org, revision),

@@ -93,6 +93,8 @@ struct Entry {
     bytes: usize,
     /// Tick of the last hit (for the second-chance queue).
     used: u64,
+    /// A refresh of this entry is under way ([`CheckCache::claim_refresh`]).
+    refreshing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +211,24 @@ impl CheckCache {
         found
     }
 
+    /// Whether the caller should recompute an entry that was just served under
+    /// `minimize_latency`: true once per entry when it has used three quarters of
+    /// `max_staleness`, so that a key in steady use is refreshed in the background before it
+    /// expires instead of making a request wait for a re-evaluation. The refreshed answer is
+    /// stored with [`CheckCache::put`]; if the refresh fails the entry simply expires.
+    pub fn claim_refresh(&self, org: Uuid, resource: &ObjectRef, permission: &str, subject: &SubjectRef) -> bool {
+        let key = Key { org, resource: resource.clone(), permission: permission.to_owned(), subject: subject.clone() };
+        let threshold = self.settings.max_staleness.mul_f64(0.75);
+        let mut inner = self.lock();
+        match inner.entries.get_mut(&key) {
+            Some(e) if !e.refreshing && e.computed_at.elapsed() >= threshold => {
+                e.refreshing = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Stores a fresh answer computed on a snapshot at `revision`, begun at `snapshot_at`, that
     /// read `reads`. Its age counts from `snapshot_at`.
     #[allow(clippy::too_many_arguments)]
@@ -237,7 +257,7 @@ impl CheckCache {
         }
         inner.tick += 1;
         let tick = inner.tick;
-        let entry = Entry { has, revision, computed_at: snapshot_at, reads, bytes, used: tick };
+        let entry = Entry { has, revision, computed_at: snapshot_at, reads, bytes, used: tick, refreshing: false };
         if let Some(old) = inner.entries.insert(key.clone(), entry) {
             inner.bytes -= old.bytes;
         } else {
@@ -421,6 +441,24 @@ mod tests {
 
     fn read(ty: &str, id: &str, rel: &str) -> ReadKey {
         (ty.into(), id.into(), rel.into())
+    }
+
+    #[test]
+    fn an_entry_in_use_is_claimed_for_refresh_once_when_three_quarters_stale() {
+        let staleness = Duration::from_millis(400);
+        let cache = CheckCache::new(CacheSettings { max_staleness: staleness, ..Default::default() });
+        let (org, r, s) = keys();
+        assert!(!cache.claim_refresh(org, &r, "view", &s), "nothing cached");
+        cache.put(org, &r, "view", &s, (true, 5), Instant::now(), vec![read("test_document", "spec", "viewer")]);
+        assert!(!cache.claim_refresh(org, &r, "view", &s), "fresh");
+        std::thread::sleep(staleness.mul_f64(0.8));
+        assert_eq!(cache.get(org, &r, "view", &s, Freshness::MinimizeLatency), Some((true, 5)), "still served");
+        assert!(cache.claim_refresh(org, &r, "view", &s), "claimed");
+        assert!(!cache.claim_refresh(org, &r, "view", &s), "claimed once");
+        // The refreshed answer replaces it; the next claim waits for it to age again.
+        cache.put(org, &r, "view", &s, (false, 6), Instant::now(), vec![read("test_document", "spec", "viewer")]);
+        assert_eq!(cache.get(org, &r, "view", &s, Freshness::MinimizeLatency), Some((false, 6)));
+        assert!(!cache.claim_refresh(org, &r, "view", &s));
     }
 
     #[test]
