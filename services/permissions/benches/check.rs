@@ -266,12 +266,26 @@ async fn measure(report: &mut Report, cell: &TestCell, label: &str, org: Uuid, s
 
         // Warm cache: 1,000 distinct checks, evaluated right before the measured phase. The
         // phase outlasts `max_staleness` (5 s by default): keys in use are refreshed in the
-        // background before they expire, so it measures the steady state.
+        // background before they expire, so it measures the steady state. Right after loading 1M
+        // rows a first pass reads cold Postgres buffers and can itself take longer than the
+        // staleness bound; passes repeat (at most three) until one is well within it, so the
+        // measurement starts from fresh entries.
         let keys: Arc<Vec<(String, String)>> =
             Arc::new((0..1000u64).map(|i| depth3(s, i, i.is_multiple_of(2))).collect());
         let mut c = client.check.clone();
-        for (doc, user) in keys.iter() {
-            c.check(authed(check_req(doc, "view", user), &client.token)).await.expect("warm");
+        for pass in 1..=3 {
+            let started = Instant::now();
+            for (doc, user) in keys.iter() {
+                c.check(authed(check_req(doc, "view", user), &client.token)).await.expect("warm");
+            }
+            let took = started.elapsed();
+            if took < Duration::from_secs(2) {
+                break;
+            }
+            report.note(format!(
+                "{label}: warm-up pass {pass} at concurrency {concurrency} took {:.1} s",
+                took.as_secs_f64()
+            ));
         }
         let (c, k) = (client.clone(), keys.clone());
         let warm = bench::run(format!("{label}: Check, warm cache"), concurrency, warmup, duration, move |w, i| {

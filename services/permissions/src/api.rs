@@ -51,6 +51,8 @@ pub const MAX_DELETE: usize = 10_000;
 /// ReadRelationships page sizes.
 pub const DEFAULT_READ_PAGE: usize = 100;
 pub const MAX_READ_PAGE: usize = 1000;
+/// Background cache refreshes at once per replica (see `refreshes`).
+const MAX_REFRESHES: usize = 2;
 /// Concurrent Watch streams per replica.
 pub const MAX_WATCHES: usize = 100;
 /// How often an idle Watch looks for new changes.
@@ -79,6 +81,9 @@ pub struct PermissionsApi {
     watches: Arc<Semaphore>,
     /// Limits traced checks per user (none in tests that build the API by hand).
     trace_limiter: Option<Arc<RateLimiter>>,
+    /// Background cache refreshes running at once: entries warmed together age together, and
+    /// their refreshes must not crowd out the requests.
+    refreshes: Arc<Semaphore>,
 }
 
 impl PermissionsApi {
@@ -91,6 +96,7 @@ impl PermissionsApi {
             pages,
             watches: Arc::new(Semaphore::new(MAX_WATCHES)),
             trace_limiter: None,
+            refreshes: Arc::new(Semaphore::new(MAX_REFRESHES)),
         }
     }
 
@@ -148,8 +154,13 @@ impl PermissionsApi {
         permission: String,
         subject: SubjectRef,
     ) {
+        let Ok(permit) = self.refreshes.clone().try_acquire_owned() else {
+            self.cache.release_refresh(org, &resource, &permission, &subject);
+            return;
+        };
         let (db, cache) = (self.db.clone(), self.cache.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let snapshot_at = Instant::now();
             let Ok(mut tx) = store::check_snapshot(&db, org).await else { return };
             let Ok(revision) = store::revision(&mut tx, org).await else { return };

@@ -229,6 +229,14 @@ impl CheckCache {
         }
     }
 
+    /// Gives back a claimed refresh that was not started (a later hit claims it again).
+    pub fn release_refresh(&self, org: Uuid, resource: &ObjectRef, permission: &str, subject: &SubjectRef) {
+        let key = Key { org, resource: resource.clone(), permission: permission.to_owned(), subject: subject.clone() };
+        if let Some(e) = self.lock().entries.get_mut(&key) {
+            e.refreshing = false;
+        }
+    }
+
     /// Stores a fresh answer computed on a snapshot at `revision`, begun at `snapshot_at`, that
     /// read `reads`. Its age counts from `snapshot_at`.
     #[allow(clippy::too_many_arguments)]
@@ -455,6 +463,8 @@ mod tests {
         assert_eq!(cache.get(org, &r, "view", &s, Freshness::MinimizeLatency), Some((true, 5)), "still served");
         assert!(cache.claim_refresh(org, &r, "view", &s), "claimed");
         assert!(!cache.claim_refresh(org, &r, "view", &s), "claimed once");
+        cache.release_refresh(org, &r, "view", &s);
+        assert!(cache.claim_refresh(org, &r, "view", &s), "claimed again after a release");
         // The refreshed answer replaces it; the next claim waits for it to age again.
         cache.put(org, &r, "view", &s, (false, 6), Instant::now(), vec![read("test_document", "spec", "viewer")]);
         assert_eq!(cache.get(org, &r, "view", &s, Freshness::MinimizeLatency), Some((false, 6)));
