@@ -198,16 +198,9 @@ pub mod ops {
         if !store::insert_dependency(&mut tx, &new).await? {
             return Err(TaskError::DependencyExists.into());
         }
-        emit_transitions(&mut tx, ctx, &before).await?;
-        let dependency = store::dependencies_of(&mut tx, task_id, true)
-            .await?
-            .into_iter()
-            .find(|d| d.id == id)
-            .ok_or(TaskError::DependencyNotFound)?;
-        let task = store::task(&mut tx, task_id).await?.ok_or(TaskError::TaskNotFound)?;
-        tx.commit().await?;
+        let changed = finish(tx, ctx, &before, task_id, id).await?;
         tracing::info!(task_id = %task_id, depends_on_id = %depends_on_id, "dependency added");
-        Ok((dependency, task))
+        Ok(changed)
     }
 
     /// RemoveDependency; may unblock the task.
@@ -256,7 +249,19 @@ pub mod ops {
         {
             return Err(TaskError::DependencyNotFound.into());
         }
-        emit_transitions(&mut tx, ctx, &before).await?;
+        finish(tx, ctx, &before, task_id, dependency_id).await
+    }
+
+    /// After a dependency of `task_id` was added or changed: publishes the blocked/unblocked
+    /// transitions since `before`, commits, and returns the dependency and the task.
+    async fn finish(
+        mut tx: trellis_kit::db::Tx,
+        ctx: &RequestContext,
+        before: &HashMap<Uuid, Vec<Uuid>>,
+        task_id: Uuid,
+        dependency_id: Uuid,
+    ) -> Result<(DependencyRow, TaskRow)> {
+        emit_transitions(&mut tx, ctx, before).await?;
         let dependency = store::dependencies_of(&mut tx, task_id, true)
             .await?
             .into_iter()
